@@ -1,0 +1,573 @@
+//! The `genkey` command: a Secure Boot key hierarchy (PK, KEK, db) and a TPM
+//! PCR-policy key, with the signature lists and `.auth` files firmware takes.
+//!
+//! The story: check the name and the directory, read any firmware export,
+//! make or load the keys, issue the certificates, build the lists, sign the
+//! `.auth` files, and write everything as one transaction.
+
+pub mod lists;
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use sha2::Digest;
+use time::OffsetDateTime;
+
+use crate::efi::authvar::{AuthVarError, SECURE_BOOT_VARIABLE};
+use crate::efi::microsoft::{MicrosoftSelection, OPTION_ROM_WARNING};
+use crate::efi::{AuthenticatedVariable, EfiTime, Guid};
+use crate::keys::cert::{self, CertError, CertRequest, CertSummary};
+use crate::keys::{FileSigner, KeyAlgorithm, KeyFileError, Signer};
+use crate::store::atomic::{CommitReport, WriteError, WriteSet};
+use crate::store::import::{read_export_dir, ImportError, ImportedList};
+use crate::store::layout::{key_set_files, MANIFEST, PCR_PRIVATE_KEY, PCR_PUBLIC_KEY};
+use crate::store::manifest::{CertificateRecord, KeyRecord, ListRecord, ManifestError};
+use crate::store::{Manifest, Role};
+
+use lists::BuiltList;
+
+/// Longest organisation name: "NAME KEK" must fit X.520's 64-character common name.
+pub const MAX_NAME_LEN: usize = 60;
+/// Validities below this many days get a warning.
+pub const SHORT_VALIDITY_DAYS: u32 = 90;
+
+/// What the user asked for.
+#[derive(Clone, Debug)]
+pub struct GenkeyOptions {
+    /// Organisation name, e.g. "Acme Corp".
+    pub name: String,
+    /// The key directory.
+    pub output: PathBuf,
+    /// Certificate validity in days.
+    pub days: u32,
+    /// Algorithm of PK, KEK and db.
+    pub algorithm: KeyAlgorithm,
+    /// Which Microsoft certificates to enroll.
+    pub microsoft: MicrosoftSelection,
+    /// A firmware export to merge.
+    pub custom_cert_dir: Option<PathBuf>,
+    /// Replace an existing key set (the old one is moved aside, not deleted).
+    pub force: bool,
+    /// Keep the existing private keys and remake certificates, lists and `.auth` files.
+    pub reuse_keys: bool,
+    /// Owner GUID to use instead of the directory's or a random one.
+    pub owner_guid: Option<Guid>,
+    /// Certificate start and `.auth` timestamp (from `SOURCE_DATE_EPOCH` for reproducible output).
+    pub timestamp: OffsetDateTime,
+}
+
+/// genkey failed; nothing in the key directory changed.
+#[derive(Debug, thiserror::Error)]
+pub enum GenkeyError {
+    /// Bad organisation name.
+    #[error("invalid NAME {name:?}: {problem}")]
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The directory already holds keys.
+    #[error(
+        "{dir} already holds a key set ({files}); nothing was changed. Use another -o, \
+             --reuse-keys to remake certificates and lists from these keys, or --force to \
+             replace them (the old set is moved to replaced-<time>/, not deleted)"
+    )]
+    KeySetExists {
+        /// The directory.
+        dir: String,
+        /// Some of the files found.
+        files: String,
+    },
+    /// The output path is unusable.
+    #[error("output {path}: {problem}")]
+    Output {
+        /// The path.
+        path: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// `--reuse-keys` without keys.
+    #[error("--reuse-keys: {path} is missing; without existing keys, leave out --reuse-keys")]
+    MissingKey {
+        /// The missing file.
+        path: String,
+    },
+    /// Bad validity.
+    #[error("--expiration-in-days {0}: must be between 1 and {max}", max = cert::MAX_VALIDITY_DAYS)]
+    Validity(u32),
+    /// Reading the firmware export failed.
+    #[error("--custom-cert-dir: {0}")]
+    Import(#[from] ImportError),
+    /// A key file failed.
+    #[error(transparent)]
+    Key(#[from] KeyFileError),
+    /// A certificate failed.
+    #[error(transparent)]
+    Cert(#[from] CertError),
+    /// Signing an `.auth` file failed.
+    #[error(transparent)]
+    AuthVar(#[from] AuthVarError),
+    /// The manifest of the directory is unreadable.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// Writing failed.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// A list could not be serialised.
+    #[error("building {0}: {1}")]
+    List(&'static str, String),
+}
+
+/// One variable in the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct ListSummary {
+    /// PK, KEK, db, dbx.
+    pub variable: String,
+    /// Number of entries.
+    pub entries: usize,
+    /// The `.esl` and `.auth` file names.
+    pub files: Vec<String>,
+    /// Which key signed the `.auth` file.
+    pub signed_by: String,
+}
+
+/// What genkey did; printed for people or as `--json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct GenkeyReport {
+    /// The key directory.
+    pub directory: PathBuf,
+    /// The manifest written.
+    pub manifest: Manifest,
+    /// The lists.
+    pub lists: Vec<ListSummary>,
+    /// What happened to imported entries.
+    pub import_notes: Vec<String>,
+    /// Files in the export directory that were not read.
+    pub import_ignored: Vec<String>,
+    /// Warnings for the user.
+    pub warnings: Vec<String>,
+    /// Files written and where replaced ones went.
+    pub commit: CommitReport,
+    /// Whether existing keys were reused.
+    pub reused_keys: bool,
+    /// What to do next.
+    pub next_steps: Vec<String>,
+}
+
+/// The keys of a set, in memory.
+struct KeySet {
+    pk: FileSigner,
+    kek: FileSigner,
+    db: FileSigner,
+    pcr: FileSigner,
+}
+
+impl KeySet {
+    fn get(&self, role: Role) -> &FileSigner {
+        match role {
+            Role::Pk => &self.pk,
+            Role::Kek => &self.kek,
+            Role::Db | Role::Dbx => &self.db,
+        }
+    }
+}
+
+/// Checks the organisation name.
+pub fn validate_name(name: &str) -> Result<(), GenkeyError> {
+    let bad = |problem: &str| GenkeyError::InvalidName {
+        name: name.to_string(),
+        problem: problem.to_string(),
+    };
+    if name.trim().is_empty() {
+        return Err(bad(
+            "it is empty; give your organisation's name, e.g. genkey \"Acme Corp\"",
+        ));
+    }
+    if name.trim() != name {
+        return Err(bad("it starts or ends with white space"));
+    }
+    if name.chars().count() > MAX_NAME_LEN {
+        return Err(bad(&format!(
+            "it is {} characters long; certificate names allow {MAX_NAME_LEN}",
+            name.chars().count()
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(bad("it contains control characters"));
+    }
+    Ok(())
+}
+
+/// The key-set files already present in `dir`.
+fn existing_key_files(dir: &Path) -> Vec<String> {
+    key_set_files()
+        .into_iter()
+        .filter(|f| dir.join(f).exists())
+        .collect()
+}
+
+fn check_output(dir: &Path) -> Result<(), GenkeyError> {
+    let out_err = |problem: String| GenkeyError::Output {
+        path: dir.display().to_string(),
+        problem,
+    };
+    if dir.exists() && !dir.is_dir() {
+        return Err(out_err("exists and is not a directory".into()));
+    }
+    // Probe the nearest existing ancestor for write access before the slow key generation.
+    let mut probe_dir = dir;
+    while !probe_dir.exists() {
+        probe_dir = match probe_dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if probe_dir == Path::new(".") {
+            break;
+        }
+    }
+    tempfile::Builder::new()
+        .prefix(".sbkit-probe")
+        .tempfile_in(probe_dir)
+        .map(drop)
+        .map_err(|e| {
+            out_err(format!(
+                "{} is not writable ({e}); choose another -o or fix its permissions",
+                probe_dir.display()
+            ))
+        })
+}
+
+fn load_keys(dir: &Path) -> Result<KeySet, GenkeyError> {
+    let load = |name: String| {
+        let path = dir.join(&name);
+        if !path.exists() {
+            return Err(GenkeyError::MissingKey {
+                path: path.display().to_string(),
+            });
+        }
+        Ok(FileSigner::load(&path)?)
+    };
+    Ok(KeySet {
+        pk: load(Role::Pk.file("key"))?,
+        kek: load(Role::Kek.file("key"))?,
+        db: load(Role::Db.file("key"))?,
+        pcr: load(PCR_PRIVATE_KEY.into())?,
+    })
+}
+
+fn generate_keys(
+    algorithm: KeyAlgorithm,
+    progress: &indicatif::ProgressBar,
+) -> Result<KeySet, GenkeyError> {
+    let gen = |what: &str, alg: KeyAlgorithm| {
+        progress.set_message(format!("generating {what} key ({alg})"));
+        let k = FileSigner::generate(alg);
+        progress.inc(1);
+        k
+    };
+    Ok(KeySet {
+        pk: gen("PK", algorithm)?,
+        kek: gen("KEK", algorithm)?,
+        db: gen("db", algorithm)?,
+        // systemd's PCR policy signatures are RSA-2048, whatever the Secure Boot keys are.
+        pcr: gen("TPM PCR policy", KeyAlgorithm::Rsa2048)?,
+    })
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn public_key_sha256(signer: &dyn Signer) -> String {
+    hex::encode(sha2::Sha256::digest(signer.public_key_der()))
+}
+
+/// Runs genkey. On error nothing in the output directory has changed.
+pub fn run(
+    opts: &GenkeyOptions,
+    progress: &indicatif::ProgressBar,
+) -> Result<GenkeyReport, GenkeyError> {
+    validate_name(&opts.name)?;
+    if opts.days == 0 || opts.days > cert::MAX_VALIDITY_DAYS {
+        return Err(GenkeyError::Validity(opts.days));
+    }
+    check_output(&opts.output)?;
+    crate::store::atomic::recover(&opts.output).ok();
+    let existing = existing_key_files(&opts.output);
+    if !existing.is_empty() && !opts.force && !opts.reuse_keys {
+        return Err(GenkeyError::KeySetExists {
+            dir: opts.output.display().to_string(),
+            files: existing
+                .iter()
+                .take(4)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    let previous = if existing.is_empty() {
+        None
+    } else {
+        Manifest::read(&opts.output)?
+    };
+    let owner = opts
+        .owner_guid
+        .or(previous.as_ref().map(|m| m.owner_guid))
+        .unwrap_or_else(Guid::random);
+
+    let imported: (Vec<ImportedList>, Vec<String>) = match &opts.custom_cert_dir {
+        Some(dir) => {
+            let imp = read_export_dir(dir, owner)?;
+            let ignored = imp
+                .ignored
+                .iter()
+                .map(|(f, why)| format!("{f}: {why}"))
+                .collect();
+            (imp.lists, ignored)
+        }
+        None => (Vec::new(), Vec::new()),
+    };
+
+    let mut warnings = Vec::new();
+    let keys = if opts.reuse_keys {
+        progress.set_message("loading existing keys");
+        load_keys(&opts.output)?
+    } else {
+        generate_keys(opts.algorithm, progress)?
+    };
+    let algorithm = keys.pk.algorithm();
+    if let Some(w) = algorithm.firmware_warning() {
+        warnings.push(format!("{algorithm}: {w}"));
+    }
+    if opts.days < SHORT_VALIDITY_DAYS {
+        warnings.push(format!(
+            "the certificates are valid for only {} days; firmware does not check expiry, \
+             but signing tools and verifiers may refuse expired certificates",
+            opts.days
+        ));
+    }
+    if !opts.microsoft.keeps_option_roms() {
+        warnings.push(OPTION_ROM_WARNING.to_string());
+    }
+
+    progress.set_message("issuing certificates");
+    let mut certs = Vec::new();
+    for role in Role::WITH_KEYS {
+        let cn = format!("{} {}", opts.name, role.name());
+        let der = cert::issue_self_signed(
+            keys.get(role),
+            &CertRequest {
+                common_name: &cn,
+                organization: &opts.name,
+                profile: role.profile(),
+                not_before: opts.timestamp,
+                days: opts.days,
+            },
+        )?;
+        certs.push((role, der));
+    }
+    let cert_of = |role: Role| -> &[u8] {
+        certs
+            .iter()
+            .find(|(r, _)| *r == role)
+            .map(|(_, d)| d.as_slice())
+            .unwrap_or_default()
+    };
+
+    let built: Vec<BuiltList> = Role::ALL
+        .into_iter()
+        .map(|role| {
+            let (ours, vendor) = match role {
+                Role::Pk => (Some(cert_of(Role::Pk)), Vec::new()),
+                Role::Kek => (Some(cert_of(Role::Kek)), opts.microsoft.kek()),
+                Role::Db => (Some(cert_of(Role::Db)), opts.microsoft.db()),
+                Role::Dbx => (None, Vec::new()),
+            };
+            lists::build(role, owner, ours, &vendor, &imported.0)
+        })
+        .collect();
+
+    progress.set_message("signing authenticated variables");
+    let efi_time = EfiTime::from_datetime(opts.timestamp);
+    let mut set = WriteSet::new(&opts.output);
+    let mut summaries = Vec::new();
+    let mut list_records = Vec::new();
+    let mut import_notes = Vec::new();
+    for list in &built {
+        import_notes.extend(list.notes.iter().cloned());
+        if list.role == Role::Dbx && list.database.lists.is_empty() {
+            set.displace(&Role::Dbx.file("esl"));
+            set.displace(&Role::Dbx.file("auth"));
+            continue;
+        }
+        let esl = list
+            .database
+            .to_bytes()
+            .map_err(|e| GenkeyError::List(list.role.name(), e.to_string()))?;
+        let signer_role = list.role.signed_by();
+        let auth = AuthenticatedVariable::sign(
+            list.role.name(),
+            list.role.vendor(),
+            SECURE_BOOT_VARIABLE,
+            efi_time,
+            &esl,
+            keys.get(signer_role),
+            cert_of(signer_role),
+            keys.get(signer_role).algorithm().default_digest(),
+        )?;
+        set.add(&list.role.file("esl"), esl, false);
+        set.add(&list.role.file("auth"), auth.to_bytes(), false);
+        summaries.push(ListSummary {
+            variable: list.role.name().into(),
+            entries: list.records.len(),
+            files: vec![list.role.file("esl"), list.role.file("auth")],
+            signed_by: signer_role.name().into(),
+        });
+        list_records.push(ListRecord {
+            variable: list.role.name().into(),
+            signed_by: signer_role.name().into(),
+            entries: list.records.clone(),
+        });
+    }
+
+    let mut key_records = Vec::new();
+    for (role, der) in &certs {
+        let signer = keys.get(*role);
+        if !opts.reuse_keys {
+            set.add(&role.file("key"), signer.to_pkcs8_pem()?.to_vec(), true);
+        }
+        set.add(&role.file("pem"), cert::to_pem(der), false);
+        set.add(&role.file("der"), der.clone(), false);
+        let s = CertSummary::from_der(der)?;
+        key_records.push(KeyRecord {
+            role: role.name().into(),
+            algorithm: signer.algorithm().name().into(),
+            private_key: role.file("key"),
+            public_key_sha256: public_key_sha256(signer),
+            certificate: Some(CertificateRecord {
+                subject: s.subject,
+                serial: s.serial,
+                not_before: s.not_before,
+                not_after: s.not_after,
+                sha256: s.sha256,
+            }),
+        });
+    }
+    if !opts.reuse_keys {
+        set.add(PCR_PRIVATE_KEY, keys.pcr.to_pkcs8_pem()?.to_vec(), true);
+    }
+    set.add(PCR_PUBLIC_KEY, keys.pcr.public_key_pem()?, false);
+    key_records.push(KeyRecord {
+        role: "tpm2-pcr".into(),
+        algorithm: keys.pcr.algorithm().name().into(),
+        private_key: PCR_PRIVATE_KEY.into(),
+        public_key_sha256: public_key_sha256(&keys.pcr),
+        certificate: None,
+    });
+
+    let manifest = Manifest {
+        format: crate::store::manifest::FORMAT.into(),
+        tool: format!("sbkit genkey {}", env!("CARGO_PKG_VERSION")),
+        name: opts.name.clone(),
+        owner_guid: owner,
+        created: previous
+            .as_ref()
+            .filter(|_| opts.reuse_keys)
+            .map(|m| m.created.clone())
+            .unwrap_or_else(|| rfc3339(opts.timestamp)),
+        auth_timestamp: efi_time.to_string(),
+        microsoft: opts.microsoft.name().into(),
+        keys: key_records,
+        lists: list_records,
+    };
+    let manifest_json = serde_json::to_vec_pretty(&manifest)
+        .map_err(|e| GenkeyError::List("manifest", e.to_string()))?;
+    // The manifest goes last: its presence marks a complete set.
+    set.add(MANIFEST, manifest_json, false);
+
+    progress.set_message("writing key directory");
+    let backup_tag = OffsetDateTime::now_utc()
+        .format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
+        .unwrap_or_else(|_| "old".into());
+    let commit = set.commit(&backup_tag)?;
+
+    let dir = opts.output.display().to_string();
+    let next_steps = vec![
+        format!("Keep {dir} private: it holds PK.key, KEK.key, db.key and tpm2-pcr-private.pem."),
+        format!("Build a signed image: build-uki IMAGE -t iso -d build/ -k {dir}"),
+        format!("Enroll on a machine in setup mode: enroll efivars -k {dir} (or boot the ISO with secure-boot-enroll)"),
+    ];
+    Ok(GenkeyReport {
+        directory: opts.output.clone(),
+        manifest,
+        lists: summaries,
+        import_notes,
+        import_ignored: imported.1,
+        warnings,
+        commit,
+        reused_keys: opts.reuse_keys,
+        next_steps,
+    })
+}
+
+/// The human summary of a report.
+pub fn render_summary(r: &GenkeyReport) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let m = &r.manifest;
+    let _ = writeln!(
+        s,
+        "Secure Boot keys for {:?} in {}",
+        m.name,
+        r.directory.display()
+    );
+    let _ = writeln!(s, "  owner GUID   {}", m.owner_guid);
+    let _ = writeln!(s, "  Microsoft    {}", m.microsoft);
+    for k in &m.keys {
+        match &k.certificate {
+            Some(c) => {
+                let _ = writeln!(
+                    s,
+                    "  {:<4} {:<8} cert sha256 {}  expires {}",
+                    k.role, k.algorithm, c.sha256, c.not_after
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "  {:<13} {:<8} public key sha256 {}",
+                    k.role, k.algorithm, k.public_key_sha256
+                );
+            }
+        }
+    }
+    for l in &r.lists {
+        let _ = writeln!(
+            s,
+            "  {:<4} {:>3} entr{:<3} {} (signed by {})",
+            l.variable,
+            l.entries,
+            if l.entries == 1 { "y" } else { "ies" },
+            l.files.join(", "),
+            l.signed_by
+        );
+    }
+    for n in &r.import_notes {
+        let _ = writeln!(s, "  import: {n}");
+    }
+    for n in &r.import_ignored {
+        let _ = writeln!(s, "  import: ignored {n}");
+    }
+    if let Some(b) = &r.commit.replaced_into {
+        let _ = writeln!(s, "  the previous files were moved to {}", b.display());
+    }
+    let _ = writeln!(s, "Next steps:");
+    for n in &r.next_steps {
+        let _ = writeln!(s, "  - {n}");
+    }
+    s
+}

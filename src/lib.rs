@@ -1,0 +1,16 @@
+//! sbkit: a container-first Secure Boot / Trusted Boot tool suite.
+//!
+//! The binaries (`genkey`, `build-uki`, `enroll`, `sbkit`) only parse
+//! arguments; everything they do lives in this library, one module per concern:
+//!
+//! - [`efi`]: byte formats of UEFI (GUIDs, signature lists, authenticated variables, vendor certificates).
+//! - [`keys`]: key generation, the [`keys::Signer`] abstraction, X.509 profiles, PKCS#7.
+//! - [`store`]: key directories on disk: layout, manifest, atomic writes, firmware exports.
+//! - [`genkey`]: the `genkey` command.
+//! - [`cli`]: what the binaries share (timestamps, progress, error output).
+
+pub mod cli;
+pub mod efi;
+pub mod genkey;
+pub mod keys;
+pub mod store;

@@ -1,0 +1,325 @@
+//! Writing a set of files into a directory as one transaction.
+//!
+//! Files are first written and fsynced in a staging directory inside the
+//! target (same file system, so renames are atomic). A commit marker then
+//! makes the set final: from that point an interrupted run is rolled forward
+//! by the next one, before it the staging directory is discarded. Files the
+//! new set replaces are moved aside into a `replaced-<time>/` directory, never
+//! deleted. Readers call [`recover`] first, so they never see a half-installed set.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+/// The staging directory's name inside the target directory.
+pub const STAGING_DIR: &str = ".sbkit-staging";
+const COMMIT_MARKER: &str = "COMMIT.json";
+
+/// A write transaction that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// An I/O operation failed; `path` says where.
+    #[error("{action} {path}: {source}{hint}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// Where.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+        /// Advice for the user, possibly empty.
+        hint: &'static str,
+    },
+    /// The commit marker of an interrupted run is unreadable.
+    #[error("{path} is corrupt ({message}); inspect the directory and remove {staging} by hand")]
+    Marker {
+        /// The marker.
+        path: String,
+        /// Why.
+        message: String,
+        /// The staging directory.
+        staging: String,
+    },
+}
+
+fn io_err<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> WriteError + 'a {
+    move |source| {
+        let hint = match source.kind() {
+            std::io::ErrorKind::PermissionDenied => {
+                " (permission denied: choose another output directory or fix its permissions)"
+            }
+            std::io::ErrorKind::ReadOnlyFilesystem => " (read-only file system)",
+            _ => "",
+        };
+        WriteError::Io {
+            action,
+            path: path.display().to_string(),
+            source,
+            hint,
+        }
+    }
+}
+
+/// One file of the set.
+struct PendingFile {
+    name: String,
+    contents: Zeroizing<Vec<u8>>,
+    secret: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CommitPlan {
+    /// Names to install, in order (the manifest last).
+    install: Vec<String>,
+    /// Existing names to move aside even though the new set has no such file.
+    displace: Vec<String>,
+    /// Where replaced files go, relative to the target directory.
+    backup: String,
+}
+
+/// What a commit did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct CommitReport {
+    /// Files written.
+    pub written: Vec<String>,
+    /// The directory old files were moved to, when any were replaced.
+    pub replaced_into: Option<PathBuf>,
+}
+
+/// A set of files to write into one directory, all or nothing.
+pub struct WriteSet {
+    dir: PathBuf,
+    files: Vec<PendingFile>,
+    displace: Vec<String>,
+}
+
+impl WriteSet {
+    /// A new, empty set for `dir`.
+    pub fn new(dir: &Path) -> Self {
+        WriteSet {
+            dir: dir.to_path_buf(),
+            files: Vec::new(),
+            displace: Vec::new(),
+        }
+    }
+
+    /// Adds a file; `secret` files get mode 0600 and their buffer is wiped on drop.
+    pub fn add(&mut self, name: &str, contents: impl Into<Vec<u8>>, secret: bool) {
+        self.files.push(PendingFile {
+            name: name.to_string(),
+            contents: Zeroizing::new(contents.into()),
+            secret,
+        });
+    }
+
+    /// Also moves this existing file aside (when the new set no longer has it).
+    pub fn displace(&mut self, name: &str) {
+        self.displace.push(name.to_string());
+    }
+
+    /// Writes the set. Existing files of the same names are moved into
+    /// `replaced-<backup_tag>/`. The last file added is installed last, so
+    /// it can serve as the marker of a complete set.
+    pub fn commit(self, backup_tag: &str) -> Result<CommitReport, WriteError> {
+        if !self.dir.exists() {
+            fs::create_dir_all(&self.dir).map_err(io_err("cannot create directory", &self.dir))?;
+            // Key directories hold private keys: only the owner may enter.
+            fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
+                .map_err(io_err("cannot set permissions of", &self.dir))?;
+        }
+        recover(&self.dir)?;
+        let staging = self.dir.join(STAGING_DIR);
+        fs::create_dir(&staging).map_err(io_err("cannot create staging directory", &staging))?;
+        fs::set_permissions(&staging, fs::Permissions::from_mode(0o700))
+            .map_err(io_err("cannot set permissions of", &staging))?;
+        let result = self.stage_and_commit(&staging, backup_tag);
+        if result.is_err() && !staging.join(COMMIT_MARKER).exists() {
+            // Before the marker nothing in the target changed: discard the staging area.
+            let _ = fs::remove_dir_all(&staging);
+        }
+        result
+    }
+
+    fn stage_and_commit(
+        &self,
+        staging: &Path,
+        backup_tag: &str,
+    ) -> Result<CommitReport, WriteError> {
+        for f in &self.files {
+            write_synced(&staging.join(&f.name), &f.contents, f.secret)?;
+        }
+        sync_dir(staging)?;
+        let plan = CommitPlan {
+            install: self.files.iter().map(|f| f.name.clone()).collect(),
+            displace: self.displace.clone(),
+            backup: format!("replaced-{backup_tag}"),
+        };
+        let marker = serde_json::to_vec_pretty(&plan).unwrap_or_default();
+        write_synced(&staging.join(COMMIT_MARKER), &marker, false)?;
+        sync_dir(staging)?;
+        roll_forward(&self.dir, &plan)
+    }
+}
+
+fn write_synced(path: &Path, contents: &[u8], secret: bool) -> Result<(), WriteError> {
+    let mode = if secret { 0o600 } else { 0o644 };
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io_err("cannot create", path))?;
+    // The umask can only narrow the mode; set it explicitly so 0644 stays 0644.
+    f.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(io_err("cannot set permissions of", path))?;
+    f.write_all(contents)
+        .map_err(io_err("cannot write", path))?;
+    f.sync_all().map_err(io_err("cannot sync", path))?;
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<(), WriteError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("cannot sync directory", dir))
+}
+
+fn move_aside(dir: &Path, backup: &Path, name: &str) -> Result<bool, WriteError> {
+    let old = dir.join(name);
+    if fs::symlink_metadata(&old).is_err() {
+        return Ok(false);
+    }
+    fs::create_dir_all(backup).map_err(io_err("cannot create", backup))?;
+    fs::set_permissions(backup, fs::Permissions::from_mode(0o700))
+        .map_err(io_err("cannot set permissions of", backup))?;
+    let target = backup.join(name);
+    fs::rename(&old, &target).map_err(io_err("cannot move aside", &old))?;
+    Ok(true)
+}
+
+/// Installs staged files per the plan. Idempotent: a file still in staging is
+/// not installed yet, so whatever has its name in the target is old.
+fn roll_forward(dir: &Path, plan: &CommitPlan) -> Result<CommitReport, WriteError> {
+    let staging = dir.join(STAGING_DIR);
+    let backup = dir.join(&plan.backup);
+    let mut replaced = false;
+    for name in &plan.displace {
+        if !staging.join(name).exists() {
+            replaced |= move_aside(dir, &backup, name)?;
+        }
+    }
+    let mut report = CommitReport::default();
+    for name in &plan.install {
+        let staged = staging.join(name);
+        if staged.exists() {
+            replaced |= move_aside(dir, &backup, name)?;
+            let target = dir.join(name);
+            fs::rename(&staged, &target).map_err(io_err("cannot install", &target))?;
+        }
+        report.written.push(name.clone());
+    }
+    sync_dir(dir)?;
+    if backup.exists() {
+        sync_dir(&backup)?;
+        replaced = true;
+    }
+    fs::remove_file(staging.join(COMMIT_MARKER)).map_err(io_err("cannot remove", &staging))?;
+    fs::remove_dir_all(&staging).map_err(io_err("cannot remove", &staging))?;
+    sync_dir(dir)?;
+    report.replaced_into = replaced.then_some(backup);
+    Ok(report)
+}
+
+/// Finishes or discards a transaction that an earlier run left behind in
+/// `dir`. Returns `true` when there was one.
+pub fn recover(dir: &Path) -> Result<bool, WriteError> {
+    let staging = dir.join(STAGING_DIR);
+    if !staging.exists() {
+        return Ok(false);
+    }
+    let marker = staging.join(COMMIT_MARKER);
+    if marker.exists() {
+        let bytes = fs::read(&marker).map_err(io_err("cannot read", &marker))?;
+        let plan: CommitPlan = serde_json::from_slice(&bytes).map_err(|e| WriteError::Marker {
+            path: marker.display().to_string(),
+            message: e.to_string(),
+            staging: staging.display().to_string(),
+        })?;
+        roll_forward(dir, &plan)?;
+    } else {
+        fs::remove_dir_all(&staging).map_err(io_err("cannot remove", &staging))?;
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_modes_and_moves_old_files_aside() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("keys");
+        let mut set = WriteSet::new(&dir);
+        set.add("a.key", b"secret".to_vec(), true);
+        set.add("a.pem", b"public".to_vec(), false);
+        let r = set.commit("1").unwrap();
+        assert_eq!(r.written, ["a.key", "a.pem"]);
+        assert!(r.replaced_into.is_none());
+        let mode = |p: &str| fs::metadata(dir.join(p)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode("a.key"), 0o600);
+        assert_eq!(mode("a.pem"), 0o644);
+        assert_eq!(
+            fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+
+        let mut set = WriteSet::new(&dir);
+        set.add("a.key", b"new".to_vec(), true);
+        set.displace("a.pem");
+        let r = set.commit("2").unwrap();
+        assert_eq!(fs::read(dir.join("a.key")).unwrap(), b"new");
+        assert!(!dir.join("a.pem").exists());
+        let backup = r.replaced_into.unwrap();
+        assert_eq!(fs::read(backup.join("a.key")).unwrap(), b"secret");
+        assert_eq!(fs::read(backup.join("a.pem")).unwrap(), b"public");
+        assert!(!dir.join(STAGING_DIR).exists());
+    }
+
+    #[test]
+    fn recovery_rolls_back_without_marker_and_forward_with_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        fs::write(dir.join("x"), b"old").unwrap();
+        // Interrupted before the marker: discarded, old state kept.
+        fs::create_dir(dir.join(STAGING_DIR)).unwrap();
+        fs::write(dir.join(STAGING_DIR).join("x"), b"new").unwrap();
+        assert!(recover(dir).unwrap());
+        assert_eq!(fs::read(dir.join("x")).unwrap(), b"old");
+        // Interrupted after the marker, halfway: completed.
+        fs::create_dir(dir.join(STAGING_DIR)).unwrap();
+        fs::write(dir.join(STAGING_DIR).join("y"), b"new-y").unwrap();
+        fs::write(dir.join("x"), b"new-x").unwrap(); // x was already installed
+        let plan = CommitPlan {
+            install: vec!["x".into(), "y".into()],
+            displace: vec![],
+            backup: "replaced-t".into(),
+        };
+        fs::write(
+            dir.join(STAGING_DIR).join(COMMIT_MARKER),
+            serde_json::to_vec(&plan).unwrap(),
+        )
+        .unwrap();
+        assert!(recover(dir).unwrap());
+        assert_eq!(fs::read(dir.join("x")).unwrap(), b"new-x");
+        assert_eq!(fs::read(dir.join("y")).unwrap(), b"new-y");
+        assert!(!dir.join(STAGING_DIR).exists());
+    }
+}
