@@ -100,6 +100,8 @@ impl FromStr for KeyAlgorithm {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DigestAlgorithm {
+    /// SHA-1: only for the TPM's sha1 PCR bank; never for Secure Boot signatures.
+    Sha1,
     /// SHA-256.
     Sha256,
     /// SHA-384.
@@ -113,9 +115,30 @@ impl DigestAlgorithm {
     pub fn digest(self, data: &[u8]) -> Vec<u8> {
         use sha2::Digest;
         match self {
+            DigestAlgorithm::Sha1 => openssl::sha::sha1(data).to_vec(),
             DigestAlgorithm::Sha256 => sha2::Sha256::digest(data).to_vec(),
             DigestAlgorithm::Sha384 => sha2::Sha384::digest(data).to_vec(),
             DigestAlgorithm::Sha512 => sha2::Sha512::digest(data).to_vec(),
+        }
+    }
+
+    /// The digest length in bytes.
+    pub fn output_len(self) -> usize {
+        match self {
+            DigestAlgorithm::Sha1 => 20,
+            DigestAlgorithm::Sha256 => 32,
+            DigestAlgorithm::Sha384 => 48,
+            DigestAlgorithm::Sha512 => 64,
+        }
+    }
+
+    /// The lower-case name systemd and OpenSSL use: `sha1`, `sha256`, …
+    pub fn name(self) -> &'static str {
+        match self {
+            DigestAlgorithm::Sha1 => "sha1",
+            DigestAlgorithm::Sha256 => "sha256",
+            DigestAlgorithm::Sha384 => "sha384",
+            DigestAlgorithm::Sha512 => "sha512",
         }
     }
 
@@ -123,6 +146,7 @@ impl DigestAlgorithm {
     pub fn oid(self) -> der::asn1::ObjectIdentifier {
         use der::asn1::ObjectIdentifier as Oid;
         match self {
+            DigestAlgorithm::Sha1 => Oid::new_unwrap("1.3.14.3.2.26"),
             DigestAlgorithm::Sha256 => Oid::new_unwrap("2.16.840.1.101.3.4.2.1"),
             DigestAlgorithm::Sha384 => Oid::new_unwrap("2.16.840.1.101.3.4.2.2"),
             DigestAlgorithm::Sha512 => Oid::new_unwrap("2.16.840.1.101.3.4.2.3"),
@@ -132,6 +156,10 @@ impl DigestAlgorithm {
     /// The DER `DigestInfo` prefix that PKCS#1 v1.5 puts before the hash.
     pub fn digest_info_prefix(self) -> &'static [u8] {
         match self {
+            DigestAlgorithm::Sha1 => &[
+                0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04,
+                0x14,
+            ],
             DigestAlgorithm::Sha256 => &[
                 0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
                 0x01, 0x05, 0x00, 0x04, 0x20,
@@ -150,6 +178,7 @@ impl DigestAlgorithm {
     /// The matching OpenSSL message digest.
     pub fn openssl_md(self) -> openssl::hash::MessageDigest {
         match self {
+            DigestAlgorithm::Sha1 => openssl::hash::MessageDigest::sha1(),
             DigestAlgorithm::Sha256 => openssl::hash::MessageDigest::sha256(),
             DigestAlgorithm::Sha384 => openssl::hash::MessageDigest::sha384(),
             DigestAlgorithm::Sha512 => openssl::hash::MessageDigest::sha512(),

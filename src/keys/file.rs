@@ -158,7 +158,7 @@ impl Signer for FileSigner {
     }
 
     fn sign_digest(&self, digest: DigestAlgorithm, hash: &[u8]) -> Result<Vec<u8>, SignError> {
-        let expected = digest.digest(b"").len();
+        let expected = digest.output_len();
         if hash.len() != expected {
             return Err(SignError::DigestLength {
                 digest,
@@ -189,6 +189,7 @@ impl Signer for FileSigner {
 
 fn digest_name(d: DigestAlgorithm) -> &'static str {
     match d {
+        DigestAlgorithm::Sha1 => "SHA1",
         DigestAlgorithm::Sha256 => "SHA256",
         DigestAlgorithm::Sha384 => "SHA384",
         DigestAlgorithm::Sha512 => "SHA512",

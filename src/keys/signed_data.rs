@@ -80,6 +80,7 @@ fn signature_algorithm_identifier(
 ) -> AlgorithmIdentifierOwned {
     if key.is_ec() {
         let oid = match digest {
+            DigestAlgorithm::Sha1 => Oid::new_unwrap("1.2.840.10045.4.1"),
             DigestAlgorithm::Sha256 => ECDSA_WITH_SHA256,
             DigestAlgorithm::Sha384 => ECDSA_WITH_SHA384,
             DigestAlgorithm::Sha512 => ECDSA_WITH_SHA512,

@@ -1,0 +1,95 @@
+//! Finding the independent oracle tools and running our binaries.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The cache of test assets and the Python venv (`SBKIT_CACHE` or `.cache`).
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("SBKIT_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".cache"))
+}
+
+/// Path of an external tool, from PATH or the project's venv.
+///
+/// A missing tool fails the test (never a silent skip): under `CI=true` the
+/// message says CI's install step is broken, elsewhere it names the script to run.
+pub fn require_tool(name: &str) -> PathBuf {
+    let venv = cache_dir().join("venv/bin").join(name);
+    if venv.is_file() {
+        return venv;
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let p = dir.join(name);
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    let ci = std::env::var("CI").map(|v| v == "true").unwrap_or(false);
+    if ci {
+        panic!("required tool `{name}` is missing under CI=true: .ci/run must install it (scripts/install-deps.sh)");
+    }
+    panic!("required tool `{name}` is missing: run scripts/install-deps.sh (tests never skip)");
+}
+
+/// A command for one of our binaries.
+pub fn our_bin(name: &str) -> Command {
+    let path = match name {
+        "genkey" => env!("CARGO_BIN_EXE_genkey"),
+        "build-uki" => env!("CARGO_BIN_EXE_build-uki"),
+        "enroll" => env!("CARGO_BIN_EXE_enroll"),
+        "sbkit" => env!("CARGO_BIN_EXE_sbkit"),
+        other => panic!("no binary {other}"),
+    };
+    let mut c = Command::new(path);
+    c.env_remove("SOURCE_DATE_EPOCH");
+    c
+}
+
+/// Runs a command and returns its output, panicking with both streams on failure.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs a command that must fail; returns its stderr.
+pub fn run_fails(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        !out.status.success(),
+        "{cmd:?} succeeded but should have failed:\nstdout:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `genkey NAME -o DIR` plus extra arguments.
+pub fn genkey(name: &str, dir: &Path, extra: &[&str]) -> Output {
+    run_ok(our_bin("genkey").arg(name).arg("-o").arg(dir).args(extra))
+}
+
+/// The owner GUID recorded in a key directory's manifest.
+pub fn owner_guid(dir: &Path) -> String {
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).expect("manifest.json"))
+            .expect("manifest is JSON");
+    m["owner_guid"].as_str().expect("owner_guid").to_string()
+}
