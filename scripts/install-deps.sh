@@ -14,11 +14,17 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # bookworm-backports carries the QEMU that matches the preinstalled qemu-utils
 # and systemd 254 (stub, systemd-measure). Reuse the mirror the host already uses.
 if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-  mirror=$(grep -rhoE '^(URIs:|deb) +[a-z]+://[^ ]+' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null \
-    | grep -v security | awk '{print $2}' | head -n1)
+  srcs=()
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list; do
+    [ -f "$f" ] && srcs+=("$f")
+  done
+  mirror=$( { grep -hoE '^(URIs:|deb) +[a-z]+://[^ ]+' "${srcs[@]}" 2>/dev/null || true; } \
+    | awk '{print $2}' | grep -v -e security -e nodesource -e google || true)
+  mirror=$(printf '%s\n' "$mirror" | head -n1)
   [ -n "$mirror" ] || { echo "install-deps: no Debian mirror found in /etc/apt; add bookworm-backports by hand" >&2; exit 1; }
   printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$mirror" \
     | as_root tee /etc/apt/sources.list.d/sbkit-backports.sources >/dev/null
+  rm -f "$cache/apt-updated"  # the new suite's index must be fetched
 fi
 
 stamp=$cache/apt-updated
@@ -32,6 +38,8 @@ pkgs=(
   efitools sbsigntool osslsigncode openssl
   ovmf busybox-static cpio zstd xz-utils
   python3-venv
+  swtpm e2fsprogs
+  binutils python3-pefile lz4
 )
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done

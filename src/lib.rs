@@ -13,4 +13,5 @@ pub mod cli;
 pub mod efi;
 pub mod genkey;
 pub mod keys;
+pub mod pe;
 pub mod store;

@@ -10,33 +10,33 @@ pub fn repo_root() -> PathBuf {
 
 /// The cache of test assets and the Python venv (`SBKIT_CACHE` or `.cache`).
 pub fn cache_dir() -> PathBuf {
-    std::env::var_os("SBKIT_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".cache"))
+    match std::env::var_os("SBKIT_CACHE") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => repo_root().join(".cache"),
+    }
 }
 
-/// Path of an external tool, from PATH or the project's venv.
+/// Script that installs every tool the tests need.
+pub const INSTALL_SCRIPT: &str = "scripts/install-deps.sh";
+
+/// Path of an external tool: `<cache>/venv/bin` first (virt-fw-vars lives
+/// there), then `PATH`, then the sbin directories.
 ///
 /// A missing tool fails the test (never a silent skip): under `CI=true` the
 /// message says CI's install step is broken, elsewhere it names the script to run.
 pub fn require_tool(name: &str) -> PathBuf {
-    let venv = cache_dir().join("venv/bin").join(name);
-    if venv.is_file() {
-        return venv;
-    }
+    let mut dirs = vec![cache_dir().join("venv/bin")];
     if let Some(paths) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&paths) {
-            let p = dir.join(name);
-            if p.is_file() {
-                return p;
-            }
-        }
+        dirs.extend(std::env::split_paths(&paths));
     }
-    let ci = std::env::var("CI").map(|v| v == "true").unwrap_or(false);
-    if ci {
-        panic!("required tool `{name}` is missing under CI=true: .ci/run must install it (scripts/install-deps.sh)");
+    dirs.extend(["/usr/sbin", "/sbin"].map(PathBuf::from));
+    if let Some(found) = dirs.iter().map(|d| d.join(name)).find(|p| p.is_file()) {
+        return found;
     }
-    panic!("required tool `{name}` is missing: run scripts/install-deps.sh (tests never skip)");
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("required tool `{name}` is missing on the CI machine: .ci/run must run {INSTALL_SCRIPT} before the tests");
+    }
+    panic!("required tool `{name}` is missing: run {INSTALL_SCRIPT} (tests never skip)");
 }
 
 /// A command for one of our binaries.

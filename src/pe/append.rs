@@ -1,0 +1,183 @@
+//! Appending sections to a PE image: how a UKI is made from systemd-stub.
+//!
+//! No crate re-lays out a PE, so this is our own: new raw data aligned to
+//! FileAlignment, VirtualAddress aligned to SectionAlignment (4 KiB for the
+//! stub — 512-byte alignment makes firmware with memory protection hang),
+//! VirtualSize exact, SizeOfImage recomputed, a leftover COFF symbol table
+//! dropped, and room made for the new section headers or a clear failure.
+
+use super::image::{
+    align_up, pe_checksum, read_u16, read_u32, write_u16, write_u32, PeError, PeLayout,
+    SECTION_HEADER_SIZE,
+};
+
+/// `IMAGE_SCN_CNT_INITIALIZED_DATA | IMAGE_SCN_MEM_READ`.
+pub const READ_ONLY_DATA: u32 = 0x4000_0040;
+
+/// A section to add.
+#[derive(Clone, Debug)]
+pub struct NewSection {
+    /// Name, at most 8 bytes (e.g. `.linux`).
+    pub name: String,
+    /// Contents; VirtualSize is exactly this length.
+    pub data: Vec<u8>,
+}
+
+/// Appending failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// The base image does not parse.
+    #[error(transparent)]
+    Pe(#[from] PeError),
+    /// The base image is signed; appending would invalidate the signature silently.
+    #[error("the stub is already signed; use an unsigned systemd-stub (e.g. from systemd-boot-efi), or strip its signature first (sbattach --remove)")]
+    Signed,
+    /// A name does not fit a section header.
+    #[error("section name {0:?} is longer than 8 bytes")]
+    NameTooLong(String),
+    /// No room for the new headers.
+    #[error("the stub has no room for {needed} more section headers: its headers would reach byte {end}, past the first section's address {limit:#x}; use a stub built with room for headers")]
+    NoRoom {
+        /// How many headers were to be added.
+        needed: usize,
+        /// Where the headers would end.
+        end: usize,
+        /// The lowest section RVA.
+        limit: u32,
+    },
+    /// The image would exceed the format's limits.
+    #[error("image too large: {0}")]
+    TooLarge(String),
+}
+
+/// Returns `base` with `sections` appended.
+pub fn append_sections(base: &[u8], sections: &[NewSection]) -> Result<Vec<u8>, AppendError> {
+    let layout = PeLayout::parse(base)?;
+    if layout.certificate_table(base)?.1 != 0 {
+        return Err(AppendError::Signed);
+    }
+    for s in sections {
+        if s.name.len() > 8 {
+            return Err(AppendError::NameTooLong(s.name.clone()));
+        }
+    }
+    let old_count = layout.sections.len();
+    if old_count + sections.len() > 96 {
+        return Err(AppendError::TooLarge("more than 96 sections".into()));
+    }
+
+    // Only headers and section data are kept: trailing bytes (a COFF symbol
+    // table, debug junk) would otherwise sit between sections and shift.
+    let body_start = layout
+        .sections
+        .iter()
+        .filter(|s| s.size_of_raw_data > 0)
+        .map(|s| s.pointer_to_raw_data)
+        .min()
+        .unwrap_or(layout.size_of_headers) as usize;
+    let body_end = layout
+        .sections
+        .iter()
+        .map(|s| s.pointer_to_raw_data as usize + s.size_of_raw_data as usize)
+        .max()
+        .unwrap_or(body_start)
+        .max(body_start);
+
+    let headers_end =
+        layout.section_table_offset + (old_count + sections.len()) * SECTION_HEADER_SIZE;
+    let falign = layout.file_alignment as u64;
+    let salign = layout.section_alignment as u64;
+    let mut new_size_of_headers = layout.size_of_headers as usize;
+    if headers_end > new_size_of_headers.min(body_start) {
+        new_size_of_headers = align_up(headers_end as u64, falign) as usize;
+        let lowest_rva = layout
+            .sections
+            .iter()
+            .map(|s| s.virtual_address)
+            .min()
+            .unwrap_or(u32::MAX);
+        if new_size_of_headers as u64 > lowest_rva as u64 {
+            return Err(AppendError::NoRoom {
+                needed: sections.len(),
+                end: headers_end,
+                limit: lowest_rva,
+            });
+        }
+    }
+    let shift = new_size_of_headers.saturating_sub(body_start);
+
+    let mut out = Vec::with_capacity(
+        body_end + shift + sections.iter().map(|s| s.data.len() + 4096).sum::<usize>(),
+    );
+    out.extend_from_slice(&base[..body_start.min(base.len())]);
+    out.resize(body_start + shift, 0);
+    out.extend_from_slice(&base[body_start..body_end]);
+
+    // Existing sections move with the body.
+    if shift > 0 {
+        for s in &layout.sections {
+            if s.size_of_raw_data > 0 {
+                write_u32(
+                    &mut out,
+                    s.header_offset + 20,
+                    s.pointer_to_raw_data + shift as u32,
+                );
+            }
+        }
+        write_u32(
+            &mut out,
+            layout.optional_offset + 60,
+            new_size_of_headers as u32,
+        );
+    }
+    // Drop the COFF symbol table: its data was cut with the trailing bytes.
+    write_u32(&mut out, layout.coff_offset + 8, 0);
+    write_u32(&mut out, layout.coff_offset + 12, 0);
+
+    let mut next_rva = layout
+        .sections
+        .iter()
+        .map(|s| s.virtual_address as u64 + s.virtual_size.max(s.size_of_raw_data) as u64)
+        .max()
+        .unwrap_or(0);
+    let mut initialized = read_u32(&out, layout.optional_offset + 8)? as u64;
+    for (i, s) in sections.iter().enumerate() {
+        let rva = align_up(next_rva, salign);
+        let raw_ptr = align_up(out.len() as u64, falign);
+        let raw_size = align_up(s.data.len() as u64, falign);
+        if rva + s.data.len() as u64 > u32::MAX as u64 || raw_ptr + raw_size > u32::MAX as u64 {
+            return Err(AppendError::TooLarge(format!(
+                "section {} passes 4 GiB",
+                s.name
+            )));
+        }
+        out.resize(raw_ptr as usize, 0);
+        out.extend_from_slice(&s.data);
+        out.resize((raw_ptr + raw_size) as usize, 0);
+
+        let h = layout.section_table_offset + (old_count + i) * SECTION_HEADER_SIZE;
+        let mut header = [0u8; SECTION_HEADER_SIZE];
+        header[..s.name.len()].copy_from_slice(s.name.as_bytes());
+        header[8..12].copy_from_slice(&(s.data.len() as u32).to_le_bytes());
+        header[12..16].copy_from_slice(&(rva as u32).to_le_bytes());
+        header[16..20].copy_from_slice(&(raw_size as u32).to_le_bytes());
+        header[20..24].copy_from_slice(&(raw_ptr as u32).to_le_bytes());
+        header[36..40].copy_from_slice(&READ_ONLY_DATA.to_le_bytes());
+        out[h..h + SECTION_HEADER_SIZE].copy_from_slice(&header);
+
+        next_rva = rva + s.data.len() as u64;
+        initialized += raw_size;
+    }
+    let count = read_u16(&out, layout.coff_offset + 2)? as usize + sections.len();
+    write_u16(&mut out, layout.coff_offset + 2, count as u16);
+    let size_of_image = align_up(next_rva, salign);
+    write_u32(&mut out, layout.optional_offset + 56, size_of_image as u32);
+    write_u32(
+        &mut out,
+        layout.optional_offset + 8,
+        initialized.min(u32::MAX as u64) as u32,
+    );
+    let checksum = pe_checksum(&out, layout.checksum_offset);
+    write_u32(&mut out, layout.checksum_offset, checksum);
+    Ok(out)
+}

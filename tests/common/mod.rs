@@ -1,0 +1,7 @@
+//! Test support shared by the integration tests: oracle tools, our binaries,
+//! guest initramfs building and the QEMU/OVMF boot harness.
+#![allow(dead_code)]
+
+pub mod guest;
+pub mod qemu;
+pub mod tools;
