@@ -9,9 +9,14 @@
 //! - [`genkey`]: the `genkey` command.
 //! - [`cli`]: what the binaries share (timestamps, progress, error output).
 
+pub mod build_uki;
 pub mod cli;
 pub mod efi;
 pub mod genkey;
+pub mod initrd;
 pub mod keys;
 pub mod pe;
+pub mod rootfs;
 pub mod store;
+pub mod token;
+pub mod uki;

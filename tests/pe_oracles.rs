@@ -29,18 +29,19 @@ fn stub254() -> Vec<u8> {
 }
 
 fn sample_uki() -> Vec<u8> {
+    let linux = fs::read(asset("vmlinuz")).unwrap();
     let sections = vec![
         NewSection {
-            name: ".osrel".into(),
-            data: b"ID=test\n".to_vec(),
+            name: ".osrel",
+            data: b"ID=test\n",
         },
         NewSection {
-            name: ".cmdline".into(),
-            data: b"console=ttyS0 quiet".to_vec(),
+            name: ".cmdline",
+            data: b"console=ttyS0 quiet",
         },
         NewSection {
-            name: ".linux".into(),
-            data: fs::read(asset("vmlinuz")).unwrap(),
+            name: ".linux",
+            data: &linux,
         },
     ];
     append_sections(&stub254(), &sections).unwrap()
@@ -164,8 +165,8 @@ fn a_signed_stub_and_a_non_pe_are_refused() {
     let e = append_sections(
         &signed_stub,
         &[NewSection {
-            name: ".osrel".into(),
-            data: vec![1],
+            name: ".osrel",
+            data: &[1],
         }],
     )
     .unwrap_err();

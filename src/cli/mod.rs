@@ -41,3 +41,12 @@ pub fn fail(e: &anyhow::Error) -> ExitCode {
     eprintln!("error: {e:#}");
     ExitCode::FAILURE
 }
+
+/// A container for several progress bars on stderr; hidden when stderr is not a terminal or `quiet` is set.
+pub fn multi_progress(quiet: bool) -> indicatif::MultiProgress {
+    use std::io::IsTerminal;
+    if quiet || !std::io::stderr().is_terminal() {
+        return indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    indicatif::MultiProgress::new()
+}

@@ -14,13 +14,13 @@ use super::image::{
 /// `IMAGE_SCN_CNT_INITIALIZED_DATA | IMAGE_SCN_MEM_READ`.
 pub const READ_ONLY_DATA: u32 = 0x4000_0040;
 
-/// A section to add.
-#[derive(Clone, Debug)]
-pub struct NewSection {
+/// A section to add; borrowed, so a large initrd is not copied per UKI.
+#[derive(Clone, Copy, Debug)]
+pub struct NewSection<'a> {
     /// Name, at most 8 bytes (e.g. `.linux`).
-    pub name: String,
+    pub name: &'a str,
     /// Contents; VirtualSize is exactly this length.
-    pub data: Vec<u8>,
+    pub data: &'a [u8],
 }
 
 /// Appending failed.
@@ -51,14 +51,14 @@ pub enum AppendError {
 }
 
 /// Returns `base` with `sections` appended.
-pub fn append_sections(base: &[u8], sections: &[NewSection]) -> Result<Vec<u8>, AppendError> {
+pub fn append_sections(base: &[u8], sections: &[NewSection<'_>]) -> Result<Vec<u8>, AppendError> {
     let layout = PeLayout::parse(base)?;
     if layout.certificate_table(base)?.1 != 0 {
         return Err(AppendError::Signed);
     }
     for s in sections {
         if s.name.len() > 8 {
-            return Err(AppendError::NameTooLong(s.name.clone()));
+            return Err(AppendError::NameTooLong(s.name.to_string()));
         }
     }
     let old_count = layout.sections.len();
@@ -152,7 +152,7 @@ pub fn append_sections(base: &[u8], sections: &[NewSection]) -> Result<Vec<u8>, 
             )));
         }
         out.resize(raw_ptr as usize, 0);
-        out.extend_from_slice(&s.data);
+        out.extend_from_slice(s.data);
         out.resize((raw_ptr + raw_size) as usize, 0);
 
         let h = layout.section_table_offset + (old_count + i) * SECTION_HEADER_SIZE;

@@ -5,6 +5,7 @@ pub mod atomic;
 pub mod import;
 pub mod layout;
 pub mod manifest;
+pub mod signing;
 
 pub use layout::Role;
 pub use manifest::Manifest;

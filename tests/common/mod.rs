@@ -4,4 +4,5 @@
 
 pub mod guest;
 pub mod qemu;
+pub mod rootfs;
 pub mod tools;

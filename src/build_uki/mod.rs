@@ -1,0 +1,560 @@
+//! The `build-uki` command: a root filesystem (or a kernel, initrd and
+//! os-release) into signed Unified Kernel Images with a signed PCR 11 policy,
+//! plus their boot-entry files.
+//!
+//! The story: find the kernel, stub and os-release; build the initrd once;
+//! for each entry assemble the UKI, predict and sign PCR 11, sign the image;
+//! write each `.efi` and `.conf` atomically.
+
+pub mod inspect;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::initrd::{build_initrd, Compression, InitrdOptions, InitrdStats};
+use crate::keys::DigestAlgorithm;
+use crate::rootfs::discover::{self, KERNEL_PLACES, SDBOOT_PATH, STUB_PATH};
+use crate::rootfs::Source;
+use crate::store::signing::SigningKeys;
+use crate::uki::assemble::{self, PcrPolicy, UkiPayload};
+use crate::uki::entries::{entry_conf, plan_entries, CmdlinePlan, Entry};
+use crate::uki::kernel::{check_kernel, kernel_release};
+use crate::uki::pcr::PhasePath;
+use crate::uki::stub;
+
+/// The command line of an entry when none is given: a serial and a VGA console.
+/// `rdinit=` is added when the rootfs has no `/init` (the kernel runs `/init`
+/// from an initramfs, and a container image rarely has one).
+pub const DEFAULT_CMDLINE: &str = "console=tty1 console=ttyS0";
+
+/// Where the build image keeps its fallback stub and systemd-boot.
+pub const BUILTIN_STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+
+/// Output artifact kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputType {
+    /// Signed `.efi` files and entry `.conf` files.
+    Uki,
+    /// A bootable ISO (later).
+    Iso,
+    /// A `docker save` upgrade image (later).
+    Container,
+}
+
+/// What the user asked for.
+pub struct BuildUkiOptions {
+    /// The rootfs, when building from one.
+    pub source: Option<Source>,
+    /// `--kernel`.
+    pub kernel: Option<PathBuf>,
+    /// `--initrd`: use this initrd instead of packing the rootfs.
+    pub initrd: Option<PathBuf>,
+    /// `--os-release`.
+    pub os_release: Option<PathBuf>,
+    /// `--stub`.
+    pub stub: Option<PathBuf>,
+    /// `--overlay-rootfs`.
+    pub overlay_rootfs: Option<PathBuf>,
+    /// `--splash`.
+    pub splash: Option<PathBuf>,
+    /// `--dtb`.
+    pub dtb: Option<PathBuf>,
+    /// `--cmdline`: replaces the default command line.
+    pub cmdline: Option<String>,
+    /// Entry plan flags (`--extend-cmdline`, `--extra-cmdline`, `--single-efi-cmdline`).
+    pub extend_cmdline: Option<String>,
+    /// `--extra-cmdline`.
+    pub extra_cmdline: Vec<String>,
+    /// `--single-efi-cmdline`.
+    pub single_efi_cmdline: Vec<String>,
+    /// `-n`: main entry name.
+    pub name: String,
+    /// `--boot-branding`: entry title.
+    pub boot_branding: Option<String>,
+    /// Write `version` into entries.
+    pub include_version_in_config: bool,
+    /// Write `cmdline` into entries.
+    pub include_cmdline_in_config: bool,
+    /// `-d`.
+    pub output_dir: PathBuf,
+    /// `-t`.
+    pub output_type: OutputType,
+    /// The keys.
+    pub keys: SigningKeys,
+    /// Initrd compression.
+    pub compression: Compression,
+    /// Banks to predict.
+    pub pcr_banks: Vec<DigestAlgorithm>,
+    /// Banks to sign.
+    pub signed_banks: Vec<DigestAlgorithm>,
+    /// Phase paths to sign.
+    pub phases: Vec<PhasePath>,
+    /// Warn above this UKI size.
+    pub size_warning_bytes: u64,
+    /// Fixed mtime for the initrd (`SOURCE_DATE_EPOCH`).
+    pub mtime: u32,
+}
+
+/// build-uki failed; no `.efi` or `.conf` of this run was left behind.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildUkiError {
+    /// An input is missing.
+    #[error("{0}")]
+    Missing(String),
+    /// An input cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Output cannot be written.
+    #[error("cannot write {path}: {source}; choose another -d or fix its permissions")]
+    Write {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not supported yet.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A flag value is wrong.
+    #[error(transparent)]
+    Entry(#[from] crate::uki::entries::BadSingleEntry),
+    /// The kernel is unusable.
+    #[error(transparent)]
+    Kernel(#[from] crate::uki::kernel::KernelError),
+    /// The stub is unusable.
+    #[error("stub {path}: {source}")]
+    Stub {
+        /// The stub.
+        path: String,
+        /// Why.
+        source: stub::StubError,
+    },
+    /// The initrd failed.
+    #[error(transparent)]
+    Initrd(#[from] crate::initrd::InitrdError),
+    /// Assembly or signing failed.
+    #[error(transparent)]
+    Assemble(#[from] assemble::AssembleError),
+}
+
+/// One built UKI.
+#[derive(Clone, Debug, Serialize)]
+pub struct BuiltEntry {
+    /// The entry.
+    pub entry: Entry,
+    /// The `.efi` file.
+    pub efi: PathBuf,
+    /// The `.conf` file.
+    pub conf: PathBuf,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 of the file.
+    pub sha256: String,
+    /// Predicted PCR 11 per bank for the empty phase path (what the initrd sees first), hex.
+    pub pcr11: Vec<(String, String)>,
+}
+
+/// The packed initrd.
+#[derive(Clone, Debug, Serialize)]
+pub struct InitrdSummary {
+    /// Archive entries.
+    pub entries: u64,
+    /// cpio bytes before compression.
+    pub uncompressed_bytes: u64,
+    /// Bytes after compression.
+    pub compressed_bytes: u64,
+    /// The compression used.
+    pub compression: String,
+}
+
+impl InitrdSummary {
+    fn new(s: &InitrdStats, c: Compression) -> Self {
+        InitrdSummary {
+            entries: s.entries,
+            uncompressed_bytes: s.uncompressed_bytes,
+            compressed_bytes: s.compressed_bytes,
+            compression: c.name().to_string(),
+        }
+    }
+}
+
+/// What build-uki did.
+#[derive(Clone, Debug, Serialize)]
+pub struct BuildUkiReport {
+    /// The kernel used.
+    pub kernel: String,
+    /// Its release.
+    pub uname: Option<String>,
+    /// The stub used.
+    pub stub: String,
+    /// The stub's systemd version.
+    pub stub_version: Option<String>,
+    /// The sections that stub measures, and how that was found.
+    pub measured_sections: Vec<String>,
+    /// `stub-table` or `version-table`.
+    pub measured_source: String,
+    /// Initrd statistics (none with `--initrd`).
+    pub initrd: Option<InitrdSummary>,
+    /// The UKIs.
+    pub entries: Vec<BuiltEntry>,
+    /// Notes and warnings.
+    pub warnings: Vec<String>,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, BuildUkiError> {
+    std::fs::read(path).map_err(|source| BuildUkiError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BuildUkiError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let werr = |source| BuildUkiError::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".sbkit-")
+        .tempfile_in(dir)
+        .map_err(werr)?;
+    tmp.write_all(bytes).map_err(werr)?;
+    tmp.as_file().sync_all().map_err(werr)?;
+    let f = tmp.persist(path).map_err(|e| werr(e.error))?;
+    use std::os::unix::fs::PermissionsExt;
+    f.set_permissions(std::fs::Permissions::from_mode(0o644))
+        .map_err(werr)?;
+    Ok(())
+}
+
+/// The kernel to use: `--kernel`, else the newest in the rootfs.
+fn choose_kernel(
+    opts: &BuildUkiOptions,
+    root: Option<&Path>,
+    warnings: &mut Vec<String>,
+) -> Result<PathBuf, BuildUkiError> {
+    if let Some(k) = &opts.kernel {
+        return Ok(k.clone());
+    }
+    let root = root.ok_or_else(|| {
+        BuildUkiError::Missing("no kernel: give --kernel FILE or a rootfs source".into())
+    })?;
+    let found = discover::find_kernels(root);
+    let first = found.first().ok_or_else(|| {
+        BuildUkiError::Missing(format!(
+            "no kernel in {}: looked at {KERNEL_PLACES}; install a kernel in the image or give --kernel FILE",
+            root.display()
+        ))
+    })?;
+    if found.len() > 1 {
+        warnings.push(format!(
+            "several kernels found ({}); using the newest, {} (choose with --kernel)",
+            found
+                .iter()
+                .map(|k| k.version.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            first.path.display()
+        ));
+    }
+    discover::resolve_in_root(root, &first.path)
+        .ok_or_else(|| BuildUkiError::Missing(format!("kernel {} vanished", first.path.display())))
+}
+
+/// The stub: `--stub`, else the rootfs's, else the build image's.
+fn choose_stub(opts: &BuildUkiOptions, root: Option<&Path>) -> Result<PathBuf, BuildUkiError> {
+    if let Some(s) = &opts.stub {
+        return Ok(s.clone());
+    }
+    if let Some(p) = root.and_then(|r| discover::find_file(r, STUB_PATH)) {
+        return Ok(p);
+    }
+    let builtin = PathBuf::from(BUILTIN_STUB);
+    if builtin.is_file() {
+        return Ok(builtin);
+    }
+    Err(BuildUkiError::Missing(format!(
+        "no systemd-stub: looked at {}/{STUB_PATH} and {BUILTIN_STUB}; install systemd-boot-efi in the image or give --stub FILE",
+        root.map(|r| r.display().to_string()).unwrap_or_else(|| "<no rootfs>".into())
+    )))
+}
+
+/// The path of systemd-boot in a rootfs, for later ISO assembly.
+pub fn rootfs_sdboot(root: &Path) -> Option<PathBuf> {
+    discover::find_file(root, SDBOOT_PATH)
+}
+
+/// Runs build-uki.
+pub fn run(
+    opts: &BuildUkiOptions,
+    progress: &indicatif::MultiProgress,
+) -> Result<BuildUkiReport, BuildUkiError> {
+    if opts.output_type != OutputType::Uki {
+        return Err(BuildUkiError::Unsupported(
+            format!(
+            "-t {:?}: only -t uki is available in this version; ISO and container output come next",
+            opts.output_type
+        )
+            .to_lowercase(),
+        ));
+    }
+    let mut warnings = Vec::new();
+    let root = opts.source.as_ref().map(|Source::Dir(p)| p.as_path());
+
+    let kernel_path = choose_kernel(opts, root, &mut warnings)?;
+    let linux = read(&kernel_path)?;
+    check_kernel(&linux, &kernel_path.display().to_string())?;
+    let uname = kernel_release(&linux);
+
+    let stub_path = choose_stub(opts, root)?;
+    let stub_bytes = read(&stub_path)?;
+    let stub_err = |source| BuildUkiError::Stub {
+        path: stub_path.display().to_string(),
+        source,
+    };
+    let stub_info = stub::inspect(&stub_bytes).map_err(stub_err)?;
+    if stub_info.signed {
+        return Err(BuildUkiError::Stub {
+            path: stub_path.display().to_string(),
+            source: stub::StubError::MeasuredSetUnknown(
+                "it is already signed; use an unsigned systemd-stub from systemd-boot-efi".into(),
+            ),
+        });
+    }
+    let measured = stub_info.measured().map_err(stub_err)?.clone();
+    warnings.extend(stub_info.notes.iter().cloned());
+
+    let osrel = match (&opts.os_release, root) {
+        (Some(p), _) => read(p)?,
+        (None, Some(r)) => match discover::find_os_release(r) {
+            Some(p) => read(&p)?,
+            None => {
+                return Err(BuildUkiError::Missing(format!(
+                    "no os-release in {}: looked at /etc/os-release and /usr/lib/os-release; add one or give --os-release FILE",
+                    r.display()
+                )))
+            }
+        },
+        (None, None) => return Err(BuildUkiError::Missing("no os-release: give --os-release FILE or a rootfs source".into())),
+    };
+    let osrel_text = String::from_utf8_lossy(&osrel).into_owned();
+
+    std::fs::create_dir_all(&opts.output_dir).map_err(|source| BuildUkiError::Write {
+        path: opts.output_dir.display().to_string(),
+        source,
+    })?;
+
+    // The initrd is built once for every entry.
+    let (initrd, initrd_stats) = match (&opts.initrd, root) {
+        (Some(p), _) => (read(p)?, None),
+        (None, Some(r)) => {
+            let bar = progress.add(indicatif::ProgressBar::new(0));
+            let mut buf = Vec::new();
+            let stats = build_initrd(
+                r,
+                opts.overlay_rootfs.as_deref(),
+                &mut buf,
+                &InitrdOptions {
+                    compression: opts.compression,
+                    mtime: opts.mtime,
+                    ..InitrdOptions::default()
+                },
+                &bar,
+            )?;
+            bar.finish_and_clear();
+            (buf, Some(InitrdSummary::new(&stats, opts.compression)))
+        }
+        (None, None) => {
+            return Err(BuildUkiError::Missing(
+                "no initrd: give --initrd FILE or a rootfs source".into(),
+            ))
+        }
+    };
+
+    let base = match &opts.cmdline {
+        Some(c) => c.clone(),
+        None => {
+            let mut c = DEFAULT_CMDLINE.to_string();
+            if let Some(r) = root {
+                if discover::resolve_in_root(r, Path::new("init")).is_none() {
+                    if let Some(init) = [
+                        "sbin/init",
+                        "usr/lib/systemd/systemd",
+                        "lib/systemd/systemd",
+                    ]
+                    .iter()
+                    .find(|p| discover::resolve_in_root(r, Path::new(p)).is_some())
+                    {
+                        c.push_str(&format!(" rdinit=/{init}"));
+                    }
+                }
+            }
+            c
+        }
+    };
+    let title = opts
+        .boot_branding
+        .clone()
+        .or_else(|| discover::os_release_field(&osrel_text, "PRETTY_NAME"))
+        .or_else(|| discover::os_release_field(&osrel_text, "NAME"))
+        .unwrap_or_else(|| "Linux".into());
+    let entries = plan_entries(
+        &opts.name,
+        &title,
+        &CmdlinePlan {
+            base,
+            extend: opts.extend_cmdline.clone(),
+            extra: opts.extra_cmdline.clone(),
+            single: opts.single_efi_cmdline.clone(),
+        },
+    )?;
+    let version = opts
+        .include_version_in_config
+        .then(|| {
+            discover::os_release_field(&osrel_text, "VERSION_ID")
+                .or_else(|| discover::os_release_field(&osrel_text, "VERSION"))
+        })
+        .flatten();
+
+    let splash = opts.splash.as_deref().map(read).transpose()?;
+    let dtb = opts.dtb.as_deref().map(read).transpose()?;
+
+    let bar = progress.add(indicatif::ProgressBar::new(entries.len() as u64));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} {bar:30} {pos}/{len}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut built = Vec::new();
+    for entry in &entries {
+        bar.set_message(format!("assembling and signing {}", entry.name));
+        let payload = UkiPayload {
+            linux: &linux,
+            initrd: &initrd,
+            osrel: &osrel,
+            cmdline: &entry.cmdline,
+            uname: uname.as_deref(),
+            splash: splash.as_deref(),
+            dtb: dtb.as_deref(),
+        };
+        let policy = opts.keys.pcr.as_deref().map(|signer| PcrPolicy {
+            signer,
+            predicted_banks: opts.pcr_banks.clone(),
+            signed_banks: opts.signed_banks.clone(),
+            phases: opts.phases.clone(),
+        });
+        let assembled =
+            assemble::assemble(&stub_bytes, &payload, &measured.sections, policy.as_ref())?;
+        let signed = assemble::sign(
+            &assembled.image,
+            opts.keys.secure_boot.as_ref(),
+            &opts.keys.secure_boot_cert,
+        )?;
+        if signed.len() as u64 > opts.size_warning_bytes {
+            warnings.push(format!(
+                "{}.efi is {} MiB: some firmware fails to load images this large (warning threshold {} MiB); shrink the rootfs or use --initrd",
+                entry.name,
+                signed.len() >> 20,
+                opts.size_warning_bytes >> 20
+            ));
+        }
+        let efi = opts.output_dir.join(format!("{}.efi", entry.name));
+        let conf = opts.output_dir.join(format!("{}.conf", entry.name));
+        write_atomic(&efi, &signed)?;
+        write_atomic(
+            &conf,
+            entry_conf(entry, version.as_deref(), opts.include_cmdline_in_config).as_bytes(),
+        )?;
+        let pcr11 = assembled
+            .prediction
+            .as_ref()
+            .map(|p| {
+                opts.pcr_banks
+                    .iter()
+                    .filter_map(|b| {
+                        p.value(*b, &PhasePath::empty())
+                            .map(|v| (b.name().to_string(), hex::encode(v)))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        use sha2::Digest;
+        built.push(BuiltEntry {
+            entry: entry.clone(),
+            efi,
+            conf,
+            size: signed.len() as u64,
+            sha256: hex::encode(sha2::Sha256::digest(&signed)),
+            pcr11,
+        });
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    if opts.keys.pcr.is_none() {
+        warnings.push("no PCR key: the UKIs carry no .pcrsig/.pcrpkey, so disks cannot be bound to a signed PCR 11 policy (give -k with tpm2-pcr-private.pem or --tpm-pcr-private-key)".into());
+    }
+    Ok(BuildUkiReport {
+        kernel: kernel_path.display().to_string(),
+        uname,
+        stub: stub_path.display().to_string(),
+        stub_version: stub_info.version.as_ref().map(|v| v.full.clone()),
+        measured_sections: measured.sections.clone(),
+        measured_source: serde_json::to_value(measured.source)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
+        initrd: initrd_stats,
+        entries: built,
+        warnings,
+    })
+}
+
+/// The human summary.
+pub fn render_summary(r: &BuildUkiReport) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "kernel  {} ({})",
+        r.kernel,
+        r.uname.as_deref().unwrap_or("release unknown")
+    );
+    let _ = writeln!(
+        s,
+        "stub    {} (systemd {}; measures {} [{}])",
+        r.stub,
+        r.stub_version.as_deref().unwrap_or("?"),
+        r.measured_sections.join(" "),
+        r.measured_source
+    );
+    if let Some(i) = &r.initrd {
+        let _ = writeln!(
+            s,
+            "initrd  {} entries, {} MiB packed into {} MiB",
+            i.entries,
+            i.uncompressed_bytes >> 20,
+            i.compressed_bytes >> 20
+        );
+    }
+    for e in &r.entries {
+        let _ = writeln!(
+            s,
+            "built   {} ({} MiB, sha256 {})",
+            e.efi.display(),
+            e.size >> 20,
+            e.sha256
+        );
+        let _ = writeln!(s, "        cmdline: {}", e.entry.cmdline);
+        for (bank, v) in &e.pcr11 {
+            let _ = writeln!(s, "        PCR 11 {bank}: {v}");
+        }
+    }
+    s
+}

@@ -1,0 +1,170 @@
+//! The firmware judges build-uki's UKIs: OVMF with Secure Boot enforced and
+//! our PK/KEK/db enrolled boots ours (and the TPM's PCR 11 equals our
+//! prediction), and refuses an unsigned UKI and one signed by another key.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::guest::Assets;
+use common::qemu::{
+    self, BootOutcome, BootSpec, Enrolled, Firmware, Matched, Media, Tpm, VarStore,
+};
+use common::rootfs::{busybox_rootfs, MARKER_INIT};
+use common::tools::{genkey, our_bin, owner_guid, run_ok};
+
+fn stub254() -> PathBuf {
+    Assets::locate().stub(254)
+}
+
+/// build-uki dir:ROOT -t uki into `out` with `keys`; returns the JSON report.
+fn build(root: &Path, keys: &Path, out: &Path) -> serde_json::Value {
+    let o = run_ok(
+        our_bin("build-uki")
+            .arg(format!("dir:{}", root.display()))
+            .args([
+                "-t",
+                "uki",
+                "--json",
+                "--cmdline",
+                "console=ttyS0 panic=-1",
+                "-d",
+            ])
+            .arg(out)
+            .arg("-k")
+            .arg(keys)
+            .arg("--stub")
+            .arg(stub254()),
+    );
+    serde_json::from_slice(&o.stdout).expect("--json report")
+}
+
+fn enrolled_store(work: &Path, keys: &Path) -> PathBuf {
+    let owner = owner_guid(keys);
+    let vars = work.join("vars.fd");
+    VarStore {
+        pk: Some(Enrolled::new(&owner, &keys.join("PK.pem"))),
+        kek: vec![Enrolled::new(&owner, &keys.join("KEK.pem"))],
+        db: vec![Enrolled::new(&owner, &keys.join("db.pem"))],
+        secure_boot: true,
+    }
+    .write(&Firmware::ovmf_secboot(), &vars);
+    vars
+}
+
+/// Boots `efi` as the removable-media loader of an ESP.
+fn boot_efi(work: &Path, name: &str, efi: &[u8], vars: &Path, tpm: bool) -> BootOutcome {
+    let esp = work.join(format!("esp-{name}"));
+    fs::create_dir_all(esp.join("EFI/BOOT")).unwrap();
+    fs::write(esp.join("EFI/BOOT/BOOTX64.EFI"), efi).unwrap();
+    let run_vars = work.join(format!("vars-{name}.fd"));
+    fs::copy(vars, &run_vars).unwrap();
+    let serial = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("uki_boot.{name}.serial.log"));
+    let mut spec = BootSpec::new(
+        Firmware::ovmf_secboot(),
+        &run_vars,
+        Media::EspDir(esp),
+        &serial,
+    );
+    if tpm {
+        let state = work.join(format!("tpm-{name}"));
+        fs::create_dir_all(&state).unwrap();
+        spec.tpm = Some(Tpm { state_dir: state });
+    }
+    qemu::boot(&spec)
+}
+
+fn assert_refused(outcome: &BootOutcome, what: &str) {
+    match &outcome.matched {
+        Some(Matched::Failure(line)) if line.contains("Access Denied") => {}
+        _ => panic!("the firmware must refuse {what} with Access Denied\n{outcome}"),
+    }
+}
+
+#[test]
+fn ovmf_boots_our_signed_uki_with_the_predicted_pcr11_and_refuses_others() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let keys = w.join("keys");
+    genkey("Acme Corp", &keys, &[]);
+    let root = w.join("rootfs");
+    busybox_rootfs(&root, MARKER_INIT);
+    let report = build(&root, &keys, &w.join("build"));
+    let efi = fs::read(w.join("build/norole.efi")).unwrap();
+    let predicted = report["entries"][0]["pcr11"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p[0] == "sha256")
+        .map(|p| p[1].as_str().unwrap().to_uppercase())
+        .expect("sha256 prediction in the report");
+    let vars = enrolled_store(w, &keys);
+
+    let ours = boot_efi(w, "signed", &efi, &vars, true);
+    ours.assert_success();
+    let pcr = ours.value("SBKIT-PCR", "pcr11").unwrap_or_default();
+    assert_eq!(
+        pcr.to_uppercase(),
+        predicted,
+        "PCR 11 read by the guest (left) differs from build-uki's prediction (right)\n{ours}"
+    );
+    assert!(
+        ours.log
+            .contains("SBKIT-BOOT cmdline=console=ttyS0_panic=-1"),
+        "the guest runs with the UKI's .cmdline\n{ours}"
+    );
+
+    // The same UKI, signed by another key set's db key: refused.
+    let other = w.join("other");
+    genkey("Other Corp", &other, &[]);
+    build(&root, &other, &w.join("build-other"));
+    let foreign = fs::read(w.join("build-other/norole.efi")).unwrap();
+    assert_refused(
+        &boot_efi(w, "foreign", &foreign, &vars, false),
+        "a UKI signed by another key",
+    );
+
+    // Unsigned: the signed image with its certificate table removed.
+    let unsigned = strip_signature(&efi);
+    assert_refused(
+        &boot_efi(w, "unsigned", &unsigned, &vars, false),
+        "an unsigned UKI",
+    );
+}
+
+/// Removes the Authenticode signature: zero the certificate-table entry, cut the table.
+fn strip_signature(signed: &[u8]) -> Vec<u8> {
+    let layout = sbkit::pe::PeLayout::parse(signed).unwrap();
+    let (offset, _) = layout.certificate_table(signed).unwrap();
+    let dir = layout.directory_offset(4).unwrap();
+    let mut out = signed[..offset as usize].to_vec();
+    out[dir..dir + 8].fill(0);
+    assert!(sbkit::pe::authenticode::verify(&out, None).is_err());
+    out
+}
+
+#[test]
+fn build_uki_output_satisfies_the_offline_verifiers() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let keys = w.join("keys");
+    genkey("Acme Corp", &keys, &[]);
+    let root = w.join("rootfs");
+    busybox_rootfs(&root, MARKER_INIT);
+    build(&root, &keys, &w.join("build"));
+    let efi = w.join("build/norole.efi");
+    run_ok(
+        std::process::Command::new(qemu::require_tool("sbverify"))
+            .arg("--cert")
+            .arg(keys.join("db.pem"))
+            .arg(&efi),
+    );
+    run_ok(
+        std::process::Command::new(qemu::require_tool("osslsigncode"))
+            .args(["verify", "-in"])
+            .arg(&efi)
+            .arg("-CAfile")
+            .arg(keys.join("db.pem")),
+    );
+}
