@@ -42,6 +42,7 @@ pkgs=(
   binutils python3-pefile lz4
   softhsm2 opensc
   libtss2-esys-3.0.2-0 libtss2-rc0 libtss2-mu0
+  xorriso mtools dosfstools
 )
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done

@@ -174,15 +174,7 @@ fn parse_bank(s: &str) -> Result<DigestAlgorithm, String> {
 }
 
 fn open_signer(spec: &str) -> anyhow::Result<Box<dyn sbkit::keys::Signer>> {
-    // TODO(token): pkcs11: URIs go through sbkit::token::open_signer once it lands.
-    anyhow::ensure!(
-        !spec.starts_with("pkcs11:"),
-        "PKCS#11 keys are not supported by this build yet"
-    );
-    Ok(Box::new(
-        sbkit::keys::FileSigner::load(std::path::Path::new(spec))
-            .with_context(|| format!("opening key {spec}"))?,
-    ))
+    sbkit::token::open_signer(spec).with_context(|| format!("opening key {spec}"))
 }
 
 fn signing_keys(args: &Args) -> anyhow::Result<SigningKeys> {

@@ -5,4 +5,5 @@
 pub mod guest;
 pub mod qemu;
 pub mod rootfs;
+pub mod softhsm;
 pub mod tools;
