@@ -15,6 +15,7 @@ pub mod efi;
 pub mod genkey;
 pub mod initrd;
 pub mod keys;
+pub mod media;
 pub mod pe;
 pub mod rootfs;
 pub mod store;

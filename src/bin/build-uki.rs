@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use sbkit::build_uki::{self, BuildUkiOptions, OutputType};
 use sbkit::initrd::Compression;
 use sbkit::keys::DigestAlgorithm;
+use sbkit::media::loader::SecureBootEnroll;
 use sbkit::rootfs::Source;
 use sbkit::store::signing::{read_certificate, SigningKeys};
 use sbkit::uki::pcr::{default_phase_paths, PhasePath, ALL_BANKS};
@@ -123,6 +124,27 @@ struct Args {
     /// Warn when a UKI is larger than this many MiB.
     #[arg(long = "size-warning-mib", default_value_t = 300)]
     size_warning_mib: u64,
+
+    /// systemd-boot for the ISO (default: the rootfs's, else the build image's).
+    #[arg(long)]
+    sdboot: Option<PathBuf>,
+
+    /// loader.conf secure-boot-enroll: manual, force, if-safe (systemd-boot 253+), off.
+    /// Default: if-safe when the systemd-boot knows it, else manual.
+    #[arg(long = "secure-boot-enroll")]
+    secure_boot_enroll: Option<SecureBootEnroll>,
+
+    /// systemd-boot menu timeout in seconds.
+    #[arg(long = "loader-timeout", default_value_t = 5)]
+    loader_timeout: u32,
+
+    /// Directory whose files are added to the ISO.
+    #[arg(long = "overlay-iso")]
+    overlay_iso: Option<PathBuf>,
+
+    /// Tag of the -t container image.
+    #[arg(long = "container-tag")]
+    container_tag: Option<String>,
 
     /// Print the result as JSON on stdout.
     #[arg(long)]
@@ -246,7 +268,17 @@ fn build(args: Args) -> anyhow::Result<()> {
     } else {
         0
     };
+    let container_tag = args
+        .container_tag
+        .clone()
+        .unwrap_or_else(|| format!("sbkit-uki/{}:latest", args.name));
     let opts = BuildUkiOptions {
+        sdboot: args.sdboot,
+        secure_boot_enroll: args.secure_boot_enroll,
+        loader_timeout: args.loader_timeout,
+        overlay_iso: args.overlay_iso,
+        enroll_keys: args.keys.clone(),
+        container_tag,
         source,
         kernel: args.kernel,
         initrd: args.initrd,

@@ -6,6 +6,7 @@
 //! for each entry assemble the UKI, predict and sign PCR 11, sign the image;
 //! write each `.efi` and `.conf` atomically.
 
+pub mod artifacts;
 pub mod inspect;
 
 use std::io::Write;
@@ -96,6 +97,18 @@ pub struct BuildUkiOptions {
     pub size_warning_bytes: u64,
     /// Fixed mtime for the initrd (`SOURCE_DATE_EPOCH`).
     pub mtime: u32,
+    /// `--sdboot`: systemd-boot for the ISO.
+    pub sdboot: Option<PathBuf>,
+    /// `--secure-boot-enroll` for loader.conf.
+    pub secure_boot_enroll: Option<crate::media::loader::SecureBootEnroll>,
+    /// `--loader-timeout`: menu timeout in seconds.
+    pub loader_timeout: u32,
+    /// `--overlay-iso`: files added to the ISO.
+    pub overlay_iso: Option<PathBuf>,
+    /// Key directory whose `.auth` files go to `loader/keys/auto/` on the ISO.
+    pub enroll_keys: Option<PathBuf>,
+    /// Tag of the `-t container` image.
+    pub container_tag: String,
 }
 
 /// build-uki failed; no `.efi` or `.conf` of this run was left behind.
@@ -143,6 +156,9 @@ pub enum BuildUkiError {
     /// Assembly or signing failed.
     #[error(transparent)]
     Assemble(#[from] assemble::AssembleError),
+    /// Writing the ISO or container failed.
+    #[error(transparent)]
+    Media(#[from] artifacts::MediaError),
 }
 
 /// One built UKI.
@@ -205,6 +221,8 @@ pub struct BuildUkiReport {
     pub initrd: Option<InitrdSummary>,
     /// The UKIs.
     pub entries: Vec<BuiltEntry>,
+    /// The ISO or container archive, for `-t iso` and `-t container`.
+    pub artifact: Option<artifacts::Artifact>,
     /// Notes and warnings.
     pub warnings: Vec<String>,
 }
@@ -216,7 +234,7 @@ fn read(path: &Path) -> Result<Vec<u8>, BuildUkiError> {
     })
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BuildUkiError> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BuildUkiError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let werr = |source| BuildUkiError::Write {
         path: path.display().to_string(),
@@ -297,15 +315,6 @@ pub fn run(
     opts: &BuildUkiOptions,
     progress: &indicatif::MultiProgress,
 ) -> Result<BuildUkiReport, BuildUkiError> {
-    if opts.output_type != OutputType::Uki {
-        return Err(BuildUkiError::Unsupported(
-            format!(
-            "-t {:?}: only -t uki is available in this version; ISO and container output come next",
-            opts.output_type
-        )
-            .to_lowercase(),
-        ));
-    }
     let mut warnings = Vec::new();
     let root = opts.source.as_ref().map(|Source::Dir(p)| p.as_path());
 
@@ -433,6 +442,7 @@ pub fn run(
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut built = Vec::new();
+    let mut images = Vec::new();
     for entry in &entries {
         bar.set_message(format!("assembling and signing {}", entry.name));
         let payload = UkiPayload {
@@ -465,13 +475,25 @@ pub fn run(
                 opts.size_warning_bytes >> 20
             ));
         }
-        let efi = opts.output_dir.join(format!("{}.efi", entry.name));
-        let conf = opts.output_dir.join(format!("{}.conf", entry.name));
-        write_atomic(&efi, &signed)?;
-        write_atomic(
-            &conf,
-            entry_conf(entry, version.as_deref(), opts.include_cmdline_in_config).as_bytes(),
-        )?;
+        let conf_text = entry_conf(entry, version.as_deref(), opts.include_cmdline_in_config);
+        let (efi, conf) = match opts.output_type {
+            OutputType::Uki => {
+                let efi = opts.output_dir.join(format!("{}.efi", entry.name));
+                let conf = opts.output_dir.join(format!("{}.conf", entry.name));
+                write_atomic(&efi, &signed)?;
+                write_atomic(&conf, conf_text.as_bytes())?;
+                (efi, conf)
+            }
+            // Inside the media: the ESP paths.
+            _ => (
+                PathBuf::from(format!(
+                    "{}/{}.efi",
+                    crate::uki::entries::EFI_DIR,
+                    entry.name
+                )),
+                PathBuf::from(format!("/loader/entries/{}.conf", entry.name)),
+            ),
+        };
         let pcr11 = assembled
             .prediction
             .as_ref()
@@ -486,17 +508,29 @@ pub fn run(
             })
             .unwrap_or_default();
         use sha2::Digest;
+        let sha256 = hex::encode(sha2::Sha256::digest(&signed));
+        let size = signed.len() as u64;
+        images.push(artifacts::BuiltImage {
+            name: entry.name.clone(),
+            efi: signed,
+            conf: conf_text,
+        });
         built.push(BuiltEntry {
             entry: entry.clone(),
             efi,
             conf,
-            size: signed.len() as u64,
-            sha256: hex::encode(sha2::Sha256::digest(&signed)),
+            size,
+            sha256,
             pcr11,
         });
         bar.inc(1);
     }
     bar.finish_and_clear();
+    let artifact = match opts.output_type {
+        OutputType::Uki => None,
+        OutputType::Iso => Some(artifacts::write_iso(opts, root, &images, &mut warnings)?),
+        OutputType::Container => Some(artifacts::write_container(opts, &images)?),
+    };
     if opts.keys.pcr.is_none() {
         warnings.push("no PCR key: the UKIs carry no .pcrsig/.pcrpkey, so disks cannot be bound to a signed PCR 11 policy (give -k with tpm2-pcr-private.pem or --tpm-pcr-private-key)".into());
     }
@@ -512,6 +546,7 @@ pub fn run(
             .unwrap_or_default(),
         initrd: initrd_stats,
         entries: built,
+        artifact,
         warnings,
     })
 }
@@ -541,6 +576,15 @@ pub fn render_summary(r: &BuildUkiReport) -> String {
             i.entries,
             i.uncompressed_bytes >> 20,
             i.compressed_bytes >> 20
+        );
+    }
+    if let Some(a) = &r.artifact {
+        let _ = writeln!(
+            s,
+            "wrote   {} ({} MiB, sha256 {})",
+            a.path.display(),
+            a.size >> 20,
+            a.sha256
         );
     }
     for e in &r.entries {

@@ -207,6 +207,8 @@ pub struct BootSpec {
     pub memory_mib: u32,
     /// Extra QEMU arguments, appended last.
     pub extra_args: Vec<String>,
+    /// Let the guest reset (firmware enrollment reboots); by default a reset ends QEMU.
+    pub allow_reboot: bool,
 }
 
 /// Failure markers every boot watches for: a kernel panic, and OVMF's refusal of an
@@ -230,6 +232,7 @@ impl BootSpec {
             stop_on_marker: true,
             memory_mib: 512,
             extra_args: Vec::new(),
+            allow_reboot: false,
         }
     }
 
@@ -250,12 +253,14 @@ impl BootSpec {
             "none",
             "-monitor",
             "none",
-            "-no-reboot",
             "-smp",
             "1",
         ]
         .map(str::to_string)
         .to_vec();
+        if !self.allow_reboot {
+            args.push("-no-reboot".into());
+        }
         args.extend(["-accel".into(), accelerator()]);
         args.extend(["-m".into(), self.memory_mib.to_string()]);
         args.push("-drive".into());
