@@ -603,3 +603,36 @@ fn the_overlay_overrides_the_rootfs() {
         b"root:*:19000::::::\n"
     );
 }
+
+#[test]
+fn mounts_below_the_root_are_not_entered() {
+    use sbkit::initrd::tree::{walk, WalkOptions};
+    // /dev/pts is a devpts mount inside the devtmpfs /dev, here and in containers.
+    let dev = Path::new("/dev");
+    let pts_dev = fs::metadata("/dev/pts").expect("/dev/pts is needed").dev();
+    assert_ne!(
+        pts_dev,
+        fs::metadata(dev).unwrap().dev(),
+        "/dev/pts must be a mount"
+    );
+    let names = |one_file_system| -> Vec<PathBuf> {
+        let opts = WalkOptions {
+            one_file_system,
+            skip_pseudo: false,
+        };
+        walk(dev, opts)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.path)
+            .collect()
+    };
+    let kept = names(true);
+    assert!(
+        kept.contains(&PathBuf::from("pts")),
+        "the mount point stays"
+    );
+    assert!(!kept
+        .iter()
+        .any(|p| p.starts_with("pts") && p != Path::new("pts")));
+    assert!(names(false).contains(&PathBuf::from("pts/ptmx")));
+}
