@@ -12,12 +12,15 @@
 pub mod build_uki;
 pub mod cli;
 pub mod efi;
+pub mod enroll;
 pub mod genkey;
 pub mod initrd;
 pub mod keys;
+pub mod launcher;
 pub mod media;
 pub mod pe;
 pub mod rootfs;
 pub mod store;
+pub mod testboot;
 pub mod token;
 pub mod uki;

@@ -8,11 +8,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use common::guest::Assets;
-use common::qemu::{
-    self, BootOutcome, BootSpec, Enrolled, Firmware, Matched, Media, Tpm, VarStore,
-};
+use common::qemu::{self, BootOutcome, BootSpec, Enrolled, Firmware, Media, Tpm, VarStore};
 use common::rootfs::{busybox_rootfs, MARKER_INIT};
 use common::tools::{genkey, our_bin, owner_guid, run_ok};
+use common::uki_guest::{assert_refused, strip_signature};
 
 fn stub254() -> PathBuf {
     Assets::locate().stub(254)
@@ -75,13 +74,6 @@ fn boot_efi(work: &Path, name: &str, efi: &[u8], vars: &Path, tpm: bool) -> Boot
     qemu::boot(&spec)
 }
 
-fn assert_refused(outcome: &BootOutcome, what: &str) {
-    match &outcome.matched {
-        Some(Matched::Failure(line)) if line.contains("Access Denied") => {}
-        _ => panic!("the firmware must refuse {what} with Access Denied\n{outcome}"),
-    }
-}
-
 #[test]
 fn ovmf_boots_our_signed_uki_with_the_predicted_pcr11_and_refuses_others() {
     let work = tempfile::tempdir().unwrap();
@@ -131,17 +123,6 @@ fn ovmf_boots_our_signed_uki_with_the_predicted_pcr11_and_refuses_others() {
         &boot_efi(w, "unsigned", &unsigned, &vars, false),
         "an unsigned UKI",
     );
-}
-
-/// Removes the Authenticode signature: zero the certificate-table entry, cut the table.
-fn strip_signature(signed: &[u8]) -> Vec<u8> {
-    let layout = sbkit::pe::PeLayout::parse(signed).unwrap();
-    let (offset, _) = layout.certificate_table(signed).unwrap();
-    let dir = layout.directory_offset(4).unwrap();
-    let mut out = signed[..offset as usize].to_vec();
-    out[dir..dir + 8].fill(0);
-    assert!(sbkit::pe::authenticode::verify(&out, None).is_err());
-    out
 }
 
 #[test]

@@ -1,12 +1,183 @@
-//! `sbkit`: not implemented yet; see README.md for what is.
+//! `sbkit`: the host launcher. `test-boot` boots signed media in OVMF with
+//! Secure Boot enforced and gives a verdict; `genkey`, `build-uki` and
+//! `enroll` run the suite's tools (with `--native`, the binaries next to this one).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sbkit::testboot::{test_boot, TestBootOptions};
+
+/// sbkit: keys, signed UKIs and ISOs, enrollment — and test boots to prove them.
+#[derive(Parser, Debug)]
+#[command(name = "sbkit", version)]
+struct Args {
+    /// Run tools directly on this host instead of in their containers.
+    #[arg(long, global = true)]
+    native: bool,
+
+    /// Give the container the token: the host's pcscd socket, or USB passthrough
+    /// (automatic when an argument is a pkcs11: URI).
+    #[arg(long, global = true)]
+    token: bool,
+
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Boot a UKI (.efi) or ISO in OVMF with Secure Boot enforced and our keys enrolled; exit 0 when it booted with Secure Boot on, 1 booted without, 2 refused, 3 timed out.
+    TestBoot {
+        /// The .iso or .efi to boot.
+        media: PathBuf,
+        /// Key directory (from genkey) to enroll.
+        #[arg(short, long)]
+        keys: PathBuf,
+        /// Start in setup mode (no keys), e.g. for systemd-boot's auto-enroll.
+        #[arg(long = "setup-mode")]
+        setup_mode: bool,
+        /// Attach a TPM 2.0 (swtpm).
+        #[arg(long)]
+        tpm: bool,
+        /// Seconds before giving up.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// Text that must appear on the console before the boot counts.
+        #[arg(long)]
+        expect: Option<String>,
+        /// Stream the serial console to stderr.
+        #[arg(long)]
+        console: bool,
+        /// Keep the serial log here.
+        #[arg(long = "serial-log")]
+        serial_log: Option<PathBuf>,
+        /// The report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run genkey.
+    #[command(disable_help_flag = true)]
+    Genkey {
+        /// Arguments for genkey.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run build-uki.
+    #[command(name = "build-uki", disable_help_flag = true)]
+    BuildUki {
+        /// Arguments for build-uki.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run enroll.
+    #[command(disable_help_flag = true)]
+    Enroll {
+        /// Arguments for enroll.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn run_native(tool: &str, args: &[String]) -> anyhow::Result<ExitCode> {
+    let me = std::env::current_exe().context("locating the sbkit binary")?;
+    let dir = me.parent().context("the sbkit binary has no directory")?;
+    let bin = dir.join(tool);
+    let status = std::process::Command::new(&bin)
+        .args(args)
+        .status()
+        .with_context(|| format!("running {}", bin.display()))?;
+    Ok(ExitCode::from(
+        status.code().unwrap_or(1).clamp(0, 255) as u8
+    ))
+}
+
+/// Runs a tool in its container through the engine API.
+fn run_container(tool: &str, mut args: Vec<String>, token: bool) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let docker = sbkit::launcher::engine::connect().await?;
+        let scratch = tempfile::Builder::new().prefix("sbkit-launch-").tempdir()?;
+        if tool == "build-uki" {
+            if let Some(source) = args.iter().position(|a| !a.starts_with('-')) {
+                if args[source] != "inspect" {
+                    if let Some(replacement) =
+                        sbkit::launcher::export_local_image(&docker, &args[source], scratch.path())
+                            .await?
+                    {
+                        eprintln!(
+                            "{} exists only in the local engine: exported for build-uki",
+                            args[source]
+                        );
+                        args[source] = replacement;
+                    }
+                }
+            }
+        }
+        let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+        let spec = sbkit::launcher::plan(tool, &args, &sbkit::launcher::current_dir(), token, tty);
+        let code = sbkit::launcher::run::run(&docker, &spec).await?;
+        Ok(ExitCode::from(code.clamp(0, 255) as u8))
+    })
+}
 
 fn main() -> ExitCode {
-    if std::env::args().any(|a| a == "--version" || a == "-V") {
-        println!("sbkit {}", env!("CARGO_PKG_VERSION"));
-        return ExitCode::SUCCESS;
+    let args = Args::parse();
+    let result = match args.command {
+        Cmd::TestBoot {
+            media,
+            keys,
+            setup_mode,
+            tpm,
+            timeout,
+            expect,
+            console,
+            serial_log,
+            json,
+        } => (|| {
+            let mut opts = TestBootOptions::new(media, keys);
+            opts.setup_mode = setup_mode;
+            opts.tpm = tpm;
+            opts.timeout = Duration::from_secs(timeout);
+            opts.expect = expect;
+            opts.serial_log = serial_log;
+            let spinner = sbkit::cli::spinner(console || json);
+            let report = test_boot(&opts, &mut |line, stage| {
+                if console {
+                    eprintln!("{line}");
+                } else {
+                    spinner.set_message(format!("booting: {stage}"));
+                }
+            });
+            spinner.finish_and_clear();
+            let report = report.context("test boot failed to run")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "{}: {} ({:.0} s)",
+                    report.media.display(),
+                    report.result.verdict.describe(),
+                    report.result.seconds
+                );
+            }
+            Ok(ExitCode::from(report.result.verdict.exit_code()))
+        })(),
+        Cmd::Genkey { args: a } if !args.native => run_container("genkey", a, args.token),
+        Cmd::BuildUki { args: a } if !args.native => run_container("build-uki", a, args.token),
+        Cmd::Enroll { args: a } if !args.native => run_container("enroll", a, args.token),
+        Cmd::Genkey { args } => run_native("genkey", &args),
+        Cmd::BuildUki { args } => run_native("build-uki", &args),
+        Cmd::Enroll { args } => run_native("enroll", &args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => sbkit::cli::fail(&e),
     }
-    eprintln!("error: sbkit is not available in this version of sbkit yet; see README.md");
-    ExitCode::from(2)
 }

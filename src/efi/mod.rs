@@ -4,10 +4,12 @@
 //! Pure byte formats: nothing here reads files or knows about the CLI.
 
 pub mod authvar;
+pub mod eventlog;
 pub mod guid;
 pub mod microsoft;
 pub mod siglist;
 pub mod time;
+pub mod varstore;
 
 pub use authvar::AuthenticatedVariable;
 pub use guid::Guid;

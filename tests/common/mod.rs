@@ -7,3 +7,4 @@ pub mod qemu;
 pub mod rootfs;
 pub mod softhsm;
 pub mod tools;
+pub mod uki_guest;

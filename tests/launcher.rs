@@ -1,0 +1,107 @@
+//! The launcher's containers as the engine sees them (`docker inspect` is
+//! the judge): mounts with the right modes, the caller's user, working
+//! directory, token devices and the USB cgroup rule.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::tools::{require_tool, run_ok};
+use sbkit::launcher::run::{TokenAccess, USB_CGROUP_RULE};
+
+/// An image that exists on this machine: the launcher's own base when built, else any.
+fn some_image() -> String {
+    let out = run_ok(Command::new(require_tool("docker")).args([
+        "images",
+        "--format",
+        "{{.Repository}}:{{.Tag}}",
+    ]));
+    let list = String::from_utf8_lossy(&out.stdout).into_owned();
+    list.lines()
+        .find(|l| l.starts_with("sbkit-base") || l.starts_with("genkey"))
+        .or_else(|| list.lines().find(|l| !l.contains("<none>")))
+        .unwrap_or_else(|| panic!("no image in the engine: run scripts/base-image.sh"))
+        .to_string()
+}
+
+fn inspect(id: &str) -> serde_json::Value {
+    let out = run_ok(Command::new(require_tool("docker")).args(["inspect", id]));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v[0].clone()
+}
+
+#[test]
+fn containers_get_the_claimed_mounts_user_devices_and_rules() {
+    let work = tempfile::tempdir().unwrap();
+    let cwd = work.path();
+    std::fs::create_dir_all(cwd.join("rootfs")).unwrap();
+    std::fs::create_dir_all(cwd.join("keys")).unwrap();
+    let args: Vec<String> = [
+        "dir:rootfs",
+        "-t",
+        "iso",
+        "-d",
+        "build",
+        "-k",
+        "keys",
+        "--sb-key",
+        "pkcs11:token=mkosi;id=%02;type=private",
+        "--sb-cert",
+        "keys/db.pem",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut spec = sbkit::launcher::plan("build-uki", &args, cwd, false, false);
+    spec.image = some_image();
+    // A pkcs11: URI asks for token access by itself.
+    assert_ne!(spec.token, TokenAccess::None);
+    spec.token = TokenAccess::Usb(vec![PathBuf::from("/dev/null")]);
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (docker, id) = rt.block_on(async {
+        let docker = sbkit::launcher::engine::connect().await.expect("engine");
+        let id = sbkit::launcher::run::create(&docker, &spec)
+            .await
+            .expect("create");
+        (docker, id)
+    });
+    let info = inspect(&id);
+    rt.block_on(sbkit::launcher::run::remove(&docker, &id));
+
+    let user = format!("{}:{}", nix::unistd::getuid(), nix::unistd::getgid());
+    assert_eq!(info["Config"]["User"], user);
+    assert_eq!(info["Config"]["WorkingDir"], cwd.display().to_string());
+    let cmd: Vec<String> = serde_json::from_value(info["Config"]["Cmd"].clone()).unwrap();
+    assert_eq!(cmd[0], format!("dir:{}", cwd.join("rootfs").display()));
+    assert!(cmd.contains(&"pkcs11:token=mkosi;id=%02;type=private".to_string()));
+    let mounts = info["Mounts"].as_array().unwrap();
+    let mount = |p: &Path| {
+        mounts
+            .iter()
+            .find(|m| m["Source"] == p.display().to_string())
+            .unwrap_or_else(|| panic!("no mount of {}: {mounts:?}", p.display()))
+    };
+    assert_eq!(
+        mount(&cwd.join("rootfs"))["RW"],
+        false,
+        "inputs are read-only"
+    );
+    assert_eq!(mount(&cwd.join("keys"))["RW"], false);
+    assert_eq!(
+        mount(&cwd.join("build"))["RW"],
+        true,
+        "the output directory is writable"
+    );
+    assert_eq!(
+        mount(&cwd.join("build"))["Destination"],
+        cwd.join("build").display().to_string()
+    );
+    let devices = info["HostConfig"]["Devices"].as_array().unwrap();
+    assert!(
+        devices.iter().any(|d| d["PathOnHost"] == "/dev/null"),
+        "{devices:?}"
+    );
+    assert_eq!(info["HostConfig"]["DeviceCgroupRules"][0], USB_CGROUP_RULE);
+}
