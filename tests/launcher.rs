@@ -105,3 +105,71 @@ fn containers_get_the_claimed_mounts_user_devices_and_rules() {
     );
     assert_eq!(info["HostConfig"]["DeviceCgroupRules"][0], USB_CGROUP_RULE);
 }
+
+/// Runs `sbkit ARGS` as uid/gid 1000 (in the docker group, so it reaches the engine).
+fn sbkit_as_user(cwd: &Path, args: &[&str]) -> std::process::Output {
+    let docker_gid =
+        String::from_utf8_lossy(&run_ok(Command::new("getent").args(["group", "docker"])).stdout)
+            .split(':')
+            .nth(2)
+            .unwrap_or_else(|| panic!("no docker group"))
+            .trim()
+            .to_string();
+    Command::new(require_tool("setpriv"))
+        .args([
+            "--reuid=1000",
+            "--regid=1000",
+            &format!("--groups={docker_gid}"),
+            "--",
+        ])
+        .arg(env!("CARGO_BIN_EXE_sbkit"))
+        .args(args)
+        .current_dir(cwd)
+        .env("HOME", cwd)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn genkey_in_its_container_writes_files_owned_by_the_caller_and_passes_exit_codes() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let image = sbkit::launcher::image_for("genkey");
+    let present = Command::new(require_tool("docker"))
+        .args(["image", "inspect", &image])
+        .output()
+        .unwrap()
+        .status
+        .success();
+    assert!(
+        present,
+        "image {image} missing: run scripts/build-images.sh"
+    );
+    let work = tempfile::tempdir().unwrap();
+    let cwd = work.path();
+    std::fs::set_permissions(cwd, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = sbkit_as_user(cwd, &["genkey", "Acme Corp", "-o", "keys"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = std::fs::metadata(cwd.join("keys/PK.key")).unwrap();
+    assert_eq!(
+        (key.uid(), key.gid()),
+        (1000, 1000),
+        "files belong to the caller"
+    );
+    assert_eq!(key.permissions().mode() & 0o777, 0o600);
+    let dir = std::fs::metadata(cwd.join("keys")).unwrap();
+    assert_eq!((dir.uid(), dir.permissions().mode() & 0o777), (1000, 0o700));
+    // The tool's refusal comes back as the launcher's exit code.
+    let again = sbkit_as_user(cwd, &["genkey", "Acme Corp", "-o", "keys"]);
+    assert_eq!(
+        again.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a key set"));
+}

@@ -58,6 +58,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Check what this host offers: engine, images, buildx, tokens, KVM.
+    Doctor {
+        /// JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run genkey.
     #[command(disable_help_flag = true)]
     Genkey {
@@ -168,6 +174,26 @@ fn main() -> ExitCode {
                 );
             }
             Ok(ExitCode::from(report.result.verdict.exit_code()))
+        })(),
+        Cmd::Doctor { json } => (|| {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let checks = rt.block_on(sbkit::launcher::doctor::run());
+            if json {
+                println!("{}", serde_json::to_string_pretty(&checks)?);
+            } else {
+                for c in &checks {
+                    println!("{:<4} {:<28} {}", c.status, c.what, c.detail);
+                }
+            }
+            Ok(ExitCode::from(
+                if checks.iter().any(|c| !c.ok && c.what == "Docker engine") {
+                    1
+                } else {
+                    0
+                },
+            ))
         })(),
         Cmd::Genkey { args: a } if !args.native => run_container("genkey", a, args.token),
         Cmd::BuildUki { args: a } if !args.native => run_container("build-uki", a, args.token),

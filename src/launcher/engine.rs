@@ -14,6 +14,14 @@ pub enum EngineError {
         /// What failed.
         message: String,
     },
+    /// An output directory could not be made on the host.
+    #[error("cannot create the output directory {path}: {source}")]
+    CreateDir {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// An API call failed.
     #[error("Docker engine: {0}")]
     Api(#[from] bollard::errors::Error),

@@ -2,6 +2,7 @@
 //! Docker Engine API (bollard) — host paths mounted and translated, the
 //! caller's user, a TTY for PIN prompts, token passthrough, exit codes kept.
 
+pub mod doctor;
 pub mod engine;
 pub mod paths;
 pub mod run;
@@ -46,6 +47,7 @@ const PASSED_ENV: [&str; 3] = [
 /// The container spec for `tool ARGS` run from `cwd`.
 pub fn plan(tool: &str, args: &[String], cwd: &Path, token: bool, tty: bool) -> RunSpec {
     let t = translate(tool, args, cwd);
+    let create_dirs = t.create_dirs;
     let mut mounts = t.mounts;
     // The working directory is mounted too, so relative paths the tool prints make sense.
     if !mounts.iter().any(|m| m.host == cwd) {
@@ -72,6 +74,7 @@ pub fn plan(tool: &str, args: &[String], cwd: &Path, token: bool, tty: bool) -> 
             .iter()
             .filter_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v}")))
             .collect(),
+        create_dirs,
     }
 }
 

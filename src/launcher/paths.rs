@@ -49,6 +49,10 @@ pub struct Translated {
     pub args: Vec<String>,
     /// Mounts, one per distinct host path.
     pub mounts: Vec<Mount>,
+    /// Output directories to create before the container starts: the engine
+    /// would create a missing bind source as root, which the caller's uid
+    /// inside the container could not write.
+    pub create_dirs: Vec<PathBuf>,
 }
 
 /// Container directories a mount must not cover.
@@ -139,6 +143,9 @@ impl Builder {
                 false,
             ),
         };
+        if usage != PathUse::Input && !self.out.create_dirs.contains(&mount_host) {
+            self.out.create_dirs.push(mount_host.clone());
+        }
         let mount = Mount {
             container: container_path(&mount_host),
             host: mount_host,

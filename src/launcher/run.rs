@@ -3,6 +3,7 @@
 //! asked; output streamed; the exit code passed through; Ctrl-C stops and
 //! removes it.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 
 use bollard::models::{ContainerCreateBody, DeviceMapping, HostConfig};
@@ -75,6 +76,8 @@ pub struct RunSpec {
     pub workdir: Option<PathBuf>,
     /// `KEY=value` environment.
     pub env: Vec<String>,
+    /// Host directories to create (as the caller) before the container starts.
+    pub create_dirs: Vec<PathBuf>,
 }
 
 /// The engine's create body for a spec.
@@ -177,6 +180,17 @@ impl Drop for RawTerminal {
 
 /// Runs the container to the end and returns its exit code; the container is removed.
 pub async fn run(docker: &Docker, spec: &RunSpec) -> Result<i64, EngineError> {
+    for dir in &spec.create_dirs {
+        // Private by default: an output directory may receive keys.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| EngineError::CreateDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+    }
     let id = create(docker, spec).await?;
     let result = run_created(docker, &id, spec.tty).await;
     remove(docker, &id).await;

@@ -128,9 +128,17 @@ impl WriteSet {
     /// `replaced-<backup_tag>/`. The last file added is installed last, so
     /// it can serve as the marker of a complete set.
     pub fn commit(self, backup_tag: &str) -> Result<CommitReport, WriteError> {
+        let fresh = !self.dir.exists()
+            || fs::read_dir(&self.dir)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false);
         if !self.dir.exists() {
             fs::create_dir_all(&self.dir).map_err(io_err("cannot create directory", &self.dir))?;
-            // Key directories hold private keys: only the owner may enter.
+        }
+        if fresh {
+            // Key directories hold private keys: only the owner may enter. An
+            // empty directory made for us (e.g. a container's bind mount) is
+            // tightened too.
             fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
                 .map_err(io_err("cannot set permissions of", &self.dir))?;
         }
