@@ -58,6 +58,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Build the suite's images from docker-bake.json.
+    Images {
+        #[command(subcommand)]
+        action: ImagesCmd,
+    },
     /// Check what this host offers: engine, images, buildx, tokens, KVM.
     Doctor {
         /// JSON on stdout.
@@ -85,6 +90,87 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum ImagesCmd {
+    /// Build targets or groups of docker-bake.json (default: the default group).
+    Build {
+        /// Targets or groups.
+        targets: Vec<String>,
+        /// The bake file.
+        #[arg(long, default_value = "docker-bake.json")]
+        bake: PathBuf,
+        /// Image tag (the bake file's TAG variable).
+        #[arg(long)]
+        tag: Option<String>,
+        /// Base image (the BASE variable; default: sbkit-base:bookworm when the engine has it).
+        #[arg(long)]
+        base: Option<String>,
+        /// Use the engine's build API even when docker buildx is present.
+        #[arg(long = "no-buildx")]
+        no_buildx: bool,
+    },
+}
+
+fn images_build(
+    targets: Vec<String>,
+    bake: PathBuf,
+    tag: Option<String>,
+    base: Option<String>,
+    no_buildx: bool,
+) -> anyhow::Result<ExitCode> {
+    use sbkit::launcher::images;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let docker = sbkit::launcher::engine::connect().await?;
+        let mut overrides = std::collections::BTreeMap::new();
+        if let Some(t) = tag {
+            overrides.insert("TAG".to_string(), t);
+        }
+        match base {
+            Some(b) => {
+                overrides.insert("BASE".to_string(), b);
+            }
+            None if std::env::var_os("BASE").is_none()
+                && docker.inspect_image(images::OFFLINE_BASE).await.is_ok() =>
+            {
+                overrides.insert("BASE".to_string(), images::OFFLINE_BASE.to_string());
+            }
+            None => {}
+        }
+        if std::env::var_os("VERSION").is_none() {
+            overrides.insert("VERSION".to_string(), env!("CARGO_PKG_VERSION").to_string());
+        }
+        let resolved = images::resolve(&bake, &targets, &overrides)?;
+        if images::have_buildx() && !no_buildx {
+            let mut cmd = std::process::Command::new("docker");
+            cmd.args(["buildx", "bake", "-f"]).arg(&bake).args(&targets);
+            for (k, v) in &overrides {
+                cmd.env(k, v);
+            }
+            let status = cmd.status().context("running docker buildx bake")?;
+            return Ok(ExitCode::from(
+                status.code().unwrap_or(1).clamp(0, 255) as u8
+            ));
+        }
+        let bars = sbkit::cli::multi_progress(false);
+        for t in &resolved {
+            let bar = bars.add(sbkit::cli::spinner(false));
+            bar.set_message(format!("{}: sending context", t.name));
+            let name = t.name.clone();
+            let progress = bar.clone();
+            images::build_with_engine(&docker, t, &mut move |line| {
+                progress.set_message(format!("{name}: {line}"))
+            })
+            .await?;
+            bar.finish_and_clear();
+            eprintln!("built {} ({})", t.name, t.tags.join(", "));
+        }
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn run_native(tool: &str, args: &[String]) -> anyhow::Result<ExitCode> {
@@ -175,6 +261,16 @@ fn main() -> ExitCode {
             }
             Ok(ExitCode::from(report.result.verdict.exit_code()))
         })(),
+        Cmd::Images {
+            action:
+                ImagesCmd::Build {
+                    targets,
+                    bake,
+                    tag,
+                    base,
+                    no_buildx,
+                },
+        } => images_build(targets, bake, tag, base, no_buildx),
         Cmd::Doctor { json } => (|| {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

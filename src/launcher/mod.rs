@@ -4,6 +4,7 @@
 
 pub mod doctor;
 pub mod engine;
+pub mod images;
 pub mod paths;
 pub mod run;
 
