@@ -43,6 +43,9 @@ pkgs=(
   softhsm2 opensc
   libtss2-esys-3.0.2-0 libtss2-rc0 libtss2-mu0
   xorriso mtools dosfstools
+  debootstrap jq
+  docker-registry skopeo apache2-utils
+  age pcscd libpcsclite-dev vsmartcard-vpcd yubikey-manager strace
 )
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian 12 machine for sbkit's tests and runs them all:
 # installs the oracle tools, fetches test assets, checks formatting and lints,
-# then runs the unit, oracle and firmware (QEMU/OVMF) tests.
+# builds the release binaries and the suite's images (offline, from the
+# debootstrap base, through `sbkit images build`), then runs the unit, oracle,
+# container and firmware (QEMU/OVMF) tests.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(dirname "$here")
@@ -12,4 +14,10 @@ bash scripts/fetch-assets.sh
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+
+# The launcher's tests run the tools in their :latest images.
+cargo build --release --locked
+bash scripts/base-image.sh
+./target/release/sbkit images build
+
 cargo test --locked "$@"

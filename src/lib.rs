@@ -8,7 +8,11 @@
 //! - [`store`]: key directories on disk: layout, manifest, atomic writes, firmware exports.
 //! - [`genkey`]: the `genkey` command.
 //! - [`cli`]: what the binaries share (timestamps, progress, error output).
+//! - [`secret`]: secrets in locked, wiped memory; passphrase/PIN sources (prompt, file, env).
+//! - [`backup`]: encrypted key backups (age, `openssl enc -aes-256-cbc -pbkdf2`).
+//! - [`provision`]: token-held signing keys: generate in memory, back up, load onto PKCS#11 tokens and YubiKey PIV cards, verify, audit.
 
+pub mod backup;
 pub mod build_uki;
 pub mod cli;
 pub mod efi;
@@ -19,7 +23,9 @@ pub mod keys;
 pub mod launcher;
 pub mod media;
 pub mod pe;
+pub mod provision;
 pub mod rootfs;
+pub mod secret;
 pub mod store;
 pub mod testboot;
 pub mod token;

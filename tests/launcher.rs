@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -72,9 +73,12 @@ fn containers_get_the_claimed_mounts_user_devices_and_rules() {
 
     let user = format!("{}:{}", nix::unistd::getuid(), nix::unistd::getgid());
     assert_eq!(info["Config"]["User"], user);
-    assert_eq!(info["Config"]["WorkingDir"], cwd.display().to_string());
+    // The work directory is under /tmp, the container's own scratch space: it moves below /host.
+    assert!(cwd.starts_with("/tmp"), "tempdir is expected under /tmp");
+    let inside = |p: &Path| format!("/host{}", p.display());
+    assert_eq!(info["Config"]["WorkingDir"], inside(cwd));
     let cmd: Vec<String> = serde_json::from_value(info["Config"]["Cmd"].clone()).unwrap();
-    assert_eq!(cmd[0], format!("dir:{}", cwd.join("rootfs").display()));
+    assert_eq!(cmd[0], format!("dir:{}", inside(&cwd.join("rootfs"))));
     assert!(cmd.contains(&"pkcs11:token=mkosi;id=%02;type=private".to_string()));
     let mounts = info["Mounts"].as_array().unwrap();
     let mount = |p: &Path| {
@@ -96,7 +100,7 @@ fn containers_get_the_claimed_mounts_user_devices_and_rules() {
     );
     assert_eq!(
         mount(&cwd.join("build"))["Destination"],
-        cwd.join("build").display().to_string()
+        inside(&cwd.join("build"))
     );
     let devices = info["HostConfig"]["Devices"].as_array().unwrap();
     assert!(
@@ -132,7 +136,7 @@ fn sbkit_as_user(cwd: &Path, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn genkey_in_its_container_writes_files_owned_by_the_caller_and_passes_exit_codes() {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::fs::MetadataExt;
     let image = sbkit::launcher::image_for("genkey");
     let present = Command::new(require_tool("docker"))
         .args(["image", "inspect", &image])
@@ -172,4 +176,180 @@ fn genkey_in_its_container_writes_files_owned_by_the_caller_and_passes_exit_code
         String::from_utf8_lossy(&again.stderr)
     );
     assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a key set"));
+}
+
+/// The work directory of a launcher test: keys and a busybox rootfs.
+fn launcher_fixture() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let work = tempfile::tempdir().unwrap();
+    let keys = work.path().join("keys");
+    common::tools::genkey("Acme Corp", &keys, &[]);
+    let root = work.path().join("rootfs");
+    common::rootfs::busybox_rootfs(&root, common::rootfs::MARKER_INIT);
+    (work, keys, root)
+}
+
+fn require_image(tool: &str) {
+    let image = sbkit::launcher::image_for(tool);
+    let present = Command::new(require_tool("docker"))
+        .args(["image", "inspect", &image])
+        .output()
+        .unwrap()
+        .status
+        .success();
+    assert!(
+        present,
+        "image {image} missing: scripts/test.sh builds it (sbkit images build)"
+    );
+}
+
+#[test]
+fn an_image_only_the_engine_has_becomes_a_uki_and_a_missing_one_is_a_clear_error() {
+    require_image("build-uki");
+    let (work, keys, root) = launcher_fixture();
+    let w = work.path();
+    // A local image from the rootfs: docker import of its tarball, no registry involved.
+    let tarball = w.join("rootfs.tar");
+    run_ok(
+        Command::new(require_tool("tar"))
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tarball)
+            .arg("."),
+    );
+    let tag = format!("sbkit-launcher-local:{}", std::process::id());
+    run_ok(
+        Command::new(require_tool("docker"))
+            .arg("import")
+            .arg(&tarball)
+            .arg(&tag),
+    );
+    let stub = common::guest::Assets::locate().stub(254);
+    let out = Command::new(env!("CARGO_BIN_EXE_sbkit"))
+        .args([
+            "build-uki",
+            &tag,
+            "-t",
+            "uki",
+            "--cmdline",
+            "console=ttyS0",
+            "-d",
+        ])
+        .arg(w.join("out"))
+        .arg("-k")
+        .arg(&keys)
+        .arg("--stub")
+        .arg(&stub)
+        .current_dir(w)
+        .output()
+        .unwrap();
+    let _ = Command::new("docker").args(["rmi", &tag]).output();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exists only in the local engine"));
+    run_ok(
+        Command::new(require_tool("sbverify"))
+            .arg("--cert")
+            .arg(keys.join("db.pem"))
+            .arg(w.join("out/norole.efi")),
+    );
+
+    let missing = Command::new(env!("CARGO_BIN_EXE_sbkit"))
+        .args([
+            "build-uki",
+            "no-such-image-anywhere:1",
+            "-t",
+            "uki",
+            "-d",
+            "out2",
+            "-k",
+        ])
+        .arg(&keys)
+        .current_dir(w)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        !missing.status.success() && err.contains("not in the local engine and names no registry"),
+        "{err}"
+    );
+    assert!(!w.join("out2/norole.efi").exists());
+}
+
+#[test]
+fn test_boot_in_the_qemu_image_gives_verdicts() {
+    require_image("sbkit-qemu");
+    let (work, keys, root) = launcher_fixture();
+    let w = work.path();
+    let assets = common::guest::Assets::locate();
+    run_ok(
+        Command::new(env!("CARGO_BIN_EXE_build-uki"))
+            .arg(format!("dir:{}", root.display()))
+            .args([
+                "-t",
+                "iso",
+                "--cmdline",
+                "console=ttyS0 panic=-1",
+                "--loader-timeout",
+                "0",
+                "-d",
+            ])
+            .arg(w.join("build"))
+            .arg("-k")
+            .arg(&keys)
+            .arg("--stub")
+            .arg(assets.stub(254))
+            .arg("--sdboot")
+            .arg(assets.systemd_boot(254)),
+    );
+    std::fs::set_permissions(w, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sbkit"))
+        .args([
+            "test-boot",
+            "build/norole.iso",
+            "--keys",
+            "keys",
+            "--tpm",
+            "--timeout",
+            "240",
+        ])
+        .current_dir(w)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("booted with Secure Boot on"), "{stdout}");
+
+    // Another key set's keys enrolled: our ISO's systemd-boot is refused.
+    let other = w.join("other");
+    common::tools::genkey("Other", &other, &[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_sbkit"))
+        .args([
+            "test-boot",
+            "build/norole.iso",
+            "--keys",
+            "other",
+            "--timeout",
+            "240",
+        ])
+        .current_dir(w)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Access Denied"), "{stdout}");
 }

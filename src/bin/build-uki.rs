@@ -22,8 +22,12 @@ struct Args {
     #[command(subcommand)]
     command: Option<Command>,
 
-    /// The OS: dir:/path/to/rootfs (container image sources come later).
+    /// The OS: IMAGE (registry), docker://IMAGE, oci:DIR[:REF], oci-archive:FILE[:REF],
+    /// docker-archive:FILE[:IMAGE], docker-daemon:IMAGE, tar:FILE or dir:ROOTFS.
     source: Option<String>,
+
+    #[command(flatten)]
+    image: sbkit::rootfs::ImageArgs,
 
     /// Output type: uki (signed .efi + entry .conf), iso, container.
     #[arg(short = 't', long = "output-type", default_value = "iso", value_parser = parse_output_type)]
@@ -213,7 +217,8 @@ fn signing_keys(args: &Args) -> anyhow::Result<SigningKeys> {
     };
     if let Some(spec) = &args.tpm_pcr_private_key {
         keys.pcr = Some(open_signer(spec)?);
-    } else if keys.pcr.is_none() {
+    } else if args.sb_key.is_some() {
+        // --sb-key with -k: the PCR key still comes from the key directory (loaded once).
         if let Some(dir) = &args.keys {
             keys.pcr = SigningKeys::from_key_dir(dir).ok().and_then(|k| k.pcr);
         }
@@ -229,7 +234,7 @@ fn inspect(
 ) -> anyhow::Result<bool> {
     let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
     let cert = match (keys, cert) {
-        (Some(dir), _) => Some(SigningKeys::from_key_dir(&dir)?.secure_boot_cert),
+        (Some(dir), _) => Some(sbkit::store::signing::secure_boot_certificate(&dir)?),
         (None, Some(c)) => Some(read_certificate(&c)?),
         (None, None) => None,
     };
@@ -245,7 +250,12 @@ fn inspect(
 }
 
 fn build(args: Args) -> anyhow::Result<()> {
-    let source = args.source.as_deref().map(Source::parse).transpose()?;
+    let image_opts = args.image.options().map_err(anyhow::Error::msg)?;
+    let source = args
+        .source
+        .as_deref()
+        .map(|s| Source::parse_with(s, image_opts.clone()))
+        .transpose()?;
     let keys = signing_keys(&args)?;
     let phases = if args.phases.is_empty() {
         default_phase_paths()

@@ -11,13 +11,27 @@ use sbkit::efi::Guid;
 use sbkit::genkey::{self, GenkeyOptions};
 use sbkit::keys::KeyAlgorithm;
 
+#[path = "genkey/token_cli.rs"]
+mod token_cli;
+use token_cli::Command;
+
 /// Generate a Secure Boot key hierarchy (PK, KEK, db), a TPM PCR-policy key,
 /// and the EFI signature lists and authenticated variables firmware takes.
 #[derive(Parser, Debug)]
-#[command(name = "genkey", version, after_help = AFTER_HELP)]
+#[command(
+    name = "genkey",
+    version,
+    after_help = AFTER_HELP,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// Organisation name: certificates are "CN=<NAME> PK|KEK|db, O=<NAME>".
-    name: String,
+    #[arg(required = true)]
+    name: Option<String>,
 
     /// Key directory to create.
     #[arg(short, long, default_value = "keys")]
@@ -57,6 +71,16 @@ struct Args {
     #[arg(long = "owner-guid")]
     owner_guid: Option<Guid>,
 
+    /// Directory layout: kairos (flat, plaintext keys 0600; the default) or
+    /// hardened (secureboot/{pk,kek,db}/ with age-encrypted keys, fingerprints/,
+    /// revoked/, rotation/, backups/ templates, README; keys decrypted only in memory).
+    #[arg(long, default_value = "kairos")]
+    layout: genkey::KeyLayout,
+
+    /// Passphrase of the hardened layout's keys: prompt (asked twice), file:PATH or env:VAR.
+    #[arg(long)]
+    passphrase: Option<String>,
+
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -73,8 +97,11 @@ fn run(args: Args) -> anyhow::Result<()> {
     } else {
         args.microsoft
     };
+    if let Some(cmd) = args.command {
+        return token_cli::run(cmd);
+    }
     let opts = GenkeyOptions {
-        name: args.name,
+        name: args.name.unwrap_or_default(),
         output: args.output,
         days: args.expiration_in_days,
         algorithm: args.key_type,
@@ -84,6 +111,13 @@ fn run(args: Args) -> anyhow::Result<()> {
         reuse_keys: args.reuse_keys,
         owner_guid: args.owner_guid,
         timestamp: sbkit::cli::build_timestamp()?,
+        layout: args.layout,
+        // Parsed here, not by clap: clap's error would echo the value, which may be the secret.
+        passphrase: args
+            .passphrase
+            .as_deref()
+            .map(str::parse::<sbkit::secret::SecretSource>)
+            .transpose()?,
     };
     let progress = sbkit::cli::spinner(false);
     let report = genkey::run(&opts, &progress);
@@ -101,6 +135,7 @@ fn run(args: Args) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<token_cli::ChecksFailed>().is_some() => ExitCode::FAILURE,
         Err(e) => sbkit::cli::fail(&e),
     }
 }

@@ -186,6 +186,43 @@ fn run_native(tool: &str, args: &[String]) -> anyhow::Result<ExitCode> {
     ))
 }
 
+/// Runs `sbkit --native test-boot …` inside the sbkit-qemu image (QEMU, OVMF,
+/// swtpm and the sbkit and enroll binaries), with the media and keys mounted.
+fn run_test_boot_container(all_args: Vec<String>) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    // Everything after the `test-boot` word, minus launcher-only flags.
+    let pos = all_args
+        .iter()
+        .position(|a| a == "test-boot")
+        .context("no test-boot in the arguments")?;
+    let args: Vec<String> = all_args[pos + 1..].to_vec();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let docker = sbkit::launcher::engine::connect().await?;
+        let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+        let mut spec = sbkit::launcher::plan(
+            "test-boot",
+            &args,
+            &sbkit::launcher::current_dir(),
+            false,
+            tty,
+        );
+        spec.image = sbkit::launcher::image_for("sbkit-qemu");
+        let mut cmd = vec![
+            "/usr/local/bin/sbkit".to_string(),
+            "--native".into(),
+            "test-boot".into(),
+        ];
+        cmd.extend(spec.args.clone());
+        spec.entrypoint = Some(cmd);
+        spec.args = Vec::new();
+        let code = sbkit::launcher::run::run(&docker, &spec).await?;
+        Ok(ExitCode::from(code.clamp(0, 255) as u8))
+    })
+}
+
 /// Runs a tool in its container through the engine API.
 fn run_container(tool: &str, mut args: Vec<String>, token: bool) -> anyhow::Result<ExitCode> {
     use std::io::IsTerminal;
@@ -222,6 +259,9 @@ fn run_container(tool: &str, mut args: Vec<String>, token: bool) -> anyhow::Resu
 fn main() -> ExitCode {
     let args = Args::parse();
     let result = match args.command {
+        Cmd::TestBoot { .. } if !args.native => {
+            run_test_boot_container(std::env::args().skip(1).collect())
+        }
         Cmd::TestBoot {
             media,
             keys,

@@ -159,6 +159,9 @@ pub enum BuildUkiError {
     /// Writing the ISO or container failed.
     #[error(transparent)]
     Media(#[from] artifacts::MediaError),
+    /// Reading, verifying or flattening a container image failed.
+    #[error(transparent)]
+    Image(#[from] crate::rootfs::ImageError),
 }
 
 /// One built UKI.
@@ -205,6 +208,9 @@ impl InitrdSummary {
 /// What build-uki did.
 #[derive(Clone, Debug, Serialize)]
 pub struct BuildUkiReport {
+    /// The container image built from: source, manifest and config digests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// The kernel used.
     pub kernel: String,
     /// Its release.
@@ -316,14 +322,57 @@ pub fn run(
     progress: &indicatif::MultiProgress,
 ) -> Result<BuildUkiReport, BuildUkiError> {
     let mut warnings = Vec::new();
-    let root = opts.source.as_ref().map(|Source::Dir(p)| p.as_path());
+    // A container image is flattened first: its initrd streams out of the
+    // layers, and its boot files land in a small directory that stands in
+    // for the rootfs below (see rootfs::image).
+    let image = match &opts.source {
+        Some(Source::Image(src)) => Some(crate::rootfs::image::prepare(
+            src,
+            opts.overlay_rootfs.as_deref(),
+            &InitrdOptions {
+                compression: opts.compression,
+                mtime: opts.mtime,
+                ..InitrdOptions::default()
+            },
+            progress,
+        )?),
+        _ => None,
+    };
+    let image_root = image.as_ref().map(|i| i.boot_root());
+    let root = opts
+        .source
+        .as_ref()
+        .and_then(Source::dir)
+        .or(image_root.as_deref());
+    if let Some(img) = &image {
+        warnings.extend(img.notes.iter().cloned());
+    }
+    // Paths inside the image's boot directory are shown as image paths.
+    let shown = |p: &Path| -> String {
+        match (&opts.source, &image_root) {
+            (Some(Source::Image(src)), Some(r)) => match p.strip_prefix(r) {
+                Ok(rel) => format!("{}:/{}", src.spec, rel.display()),
+                Err(_) => p.display().to_string(),
+            },
+            _ => p.display().to_string(),
+        }
+    };
+    // Messages about the image's boot directory name the image instead.
+    let relabel = |e: BuildUkiError| -> BuildUkiError {
+        match (e, &opts.source, &image_root) {
+            (BuildUkiError::Missing(m), Some(Source::Image(src)), Some(r)) => {
+                BuildUkiError::Missing(m.replace(&r.display().to_string(), &src.spec))
+            }
+            (e, _, _) => e,
+        }
+    };
 
-    let kernel_path = choose_kernel(opts, root, &mut warnings)?;
+    let kernel_path = choose_kernel(opts, root, &mut warnings).map_err(relabel)?;
     let linux = read(&kernel_path)?;
     check_kernel(&linux, &kernel_path.display().to_string())?;
     let uname = kernel_release(&linux);
 
-    let stub_path = choose_stub(opts, root)?;
+    let stub_path = choose_stub(opts, root).map_err(relabel)?;
     let stub_bytes = read(&stub_path)?;
     let stub_err = |source| BuildUkiError::Stub {
         path: stub_path.display().to_string(),
@@ -346,10 +395,10 @@ pub fn run(
         (None, Some(r)) => match discover::find_os_release(r) {
             Some(p) => read(&p)?,
             None => {
-                return Err(BuildUkiError::Missing(format!(
+                return Err(relabel(BuildUkiError::Missing(format!(
                     "no os-release in {}: looked at /etc/os-release and /usr/lib/os-release; add one or give --os-release FILE",
                     r.display()
-                )))
+                ))))
             }
         },
         (None, None) => return Err(BuildUkiError::Missing("no os-release: give --os-release FILE or a rootfs source".into())),
@@ -362,9 +411,14 @@ pub fn run(
     })?;
 
     // The initrd is built once for every entry.
-    let (initrd, initrd_stats) = match (&opts.initrd, root) {
-        (Some(p), _) => (read(p)?, None),
-        (None, Some(r)) => {
+    let (initrd, initrd_stats) = match (&opts.initrd, &image, root) {
+        (Some(p), _, _) => (read(p)?, None),
+        // Streamed out of the image's layers above.
+        (None, Some(img), _) => (
+            read(&img.initrd)?,
+            Some(InitrdSummary::new(&img.stats, opts.compression)),
+        ),
+        (None, None, Some(r)) => {
             let bar = progress.add(indicatif::ProgressBar::new(0));
             let mut buf = Vec::new();
             let stats = build_initrd(
@@ -381,7 +435,7 @@ pub fn run(
             bar.finish_and_clear();
             (buf, Some(InitrdSummary::new(&stats, opts.compression)))
         }
-        (None, None) => {
+        (None, None, None) => {
             return Err(BuildUkiError::Missing(
                 "no initrd: give --initrd FILE or a rootfs source".into(),
             ))
@@ -535,9 +589,10 @@ pub fn run(
         warnings.push("no PCR key: the UKIs carry no .pcrsig/.pcrpkey, so disks cannot be bound to a signed PCR 11 policy (give -k with tpm2-pcr-private.pem or --tpm-pcr-private-key)".into());
     }
     Ok(BuildUkiReport {
-        kernel: kernel_path.display().to_string(),
+        image: image.as_ref().map(|i| i.description.clone()),
+        kernel: shown(&kernel_path),
         uname,
-        stub: stub_path.display().to_string(),
+        stub: shown(&stub_path),
         stub_version: stub_info.version.as_ref().map(|v| v.full.clone()),
         measured_sections: measured.sections.clone(),
         measured_source: serde_json::to_value(measured.source)
@@ -555,6 +610,9 @@ pub fn run(
 pub fn render_summary(r: &BuildUkiReport) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
+    if let Some(image) = &r.image {
+        let _ = writeln!(s, "image   {image}");
+    }
     let _ = writeln!(
         s,
         "kernel  {} ({})",

@@ -18,8 +18,11 @@ use crate::efi::microsoft::{MicrosoftSelection, OPTION_ROM_WARNING};
 use crate::efi::{AuthenticatedVariable, EfiTime, Guid};
 use crate::keys::cert::{self, CertError, CertRequest, CertSummary};
 use crate::keys::{FileSigner, KeyAlgorithm, KeyFileError, Signer};
+use crate::secret::{LockedBytes, SecretError, SecretSource};
 use crate::store::atomic::{CommitReport, WriteError, WriteSet};
+use crate::store::hardened;
 use crate::store::import::{read_export_dir, ImportError, ImportedList};
+pub use crate::store::layout::KeyLayout;
 use crate::store::layout::{key_set_files, MANIFEST, PCR_PRIVATE_KEY, PCR_PUBLIC_KEY};
 use crate::store::manifest::{CertificateRecord, KeyRecord, ListRecord, ManifestError};
 use crate::store::{Manifest, Role};
@@ -54,6 +57,10 @@ pub struct GenkeyOptions {
     pub owner_guid: Option<Guid>,
     /// Certificate start and `.auth` timestamp (from `SOURCE_DATE_EPOCH` for reproducible output).
     pub timestamp: OffsetDateTime,
+    /// Flat Kairos directory, or the hardened repository with encrypted keys.
+    pub layout: KeyLayout,
+    /// Passphrase of the hardened layout's encrypted keys (asked twice at a prompt).
+    pub passphrase: Option<SecretSource>,
 }
 
 /// genkey failed; nothing in the key directory changed.
@@ -117,6 +124,15 @@ pub enum GenkeyError {
     /// A list could not be serialised.
     #[error("building {0}: {1}")]
     List(&'static str, String),
+    /// The hardened layout's passphrase could not be read.
+    #[error("the key passphrase: {0}")]
+    Passphrase(#[from] SecretError),
+    /// Encrypting or decrypting a hardened key failed.
+    #[error(transparent)]
+    Hardened(#[from] hardened::HardenedError),
+    /// Encrypting a key failed.
+    #[error(transparent)]
+    Backup(#[from] crate::backup::BackupError),
 }
 
 /// One variable in the report.
@@ -199,11 +215,12 @@ pub fn validate_name(name: &str) -> Result<(), GenkeyError> {
     Ok(())
 }
 
-/// The key-set files already present in `dir`.
+/// The key-set files already present in `dir` (either layout).
 fn existing_key_files(dir: &Path) -> Vec<String> {
     key_set_files()
         .into_iter()
-        .filter(|f| dir.join(f).exists())
+        .chain(hardened::set_files())
+        .filter(|f| std::fs::symlink_metadata(dir.join(f)).is_ok())
         .collect()
 }
 
@@ -236,6 +253,16 @@ fn check_output(dir: &Path) -> Result<(), GenkeyError> {
                 probe_dir.display()
             ))
         })
+}
+
+fn load_hardened_keys(dir: &Path, passphrase: &[u8]) -> Result<KeySet, GenkeyError> {
+    let load = |rel: String| hardened::load_key(&dir.join(rel), passphrase);
+    Ok(KeySet {
+        pk: load(hardened::encrypted_key(Role::Pk))?,
+        kek: load(hardened::encrypted_key(Role::Kek))?,
+        db: load(hardened::encrypted_key(Role::Db))?,
+        pcr: load(hardened::PCR_PRIVATE_KEY_ENCRYPTED.into())?,
+    })
 }
 
 fn load_keys(dir: &Path) -> Result<KeySet, GenkeyError> {
@@ -331,9 +358,26 @@ pub fn run(
     };
 
     let mut warnings = Vec::new();
+    let hardened_layout = opts.layout == KeyLayout::Hardened;
+    // The passphrase is read (and, for a new one, confirmed) before the slow
+    // key generation, so a typo costs nothing.
+    let passphrase: Option<LockedBytes> = if hardened_layout {
+        warnings.extend(crate::secret::harden_for_private_keys().warnings());
+        let source = opts.passphrase.clone().unwrap_or(SecretSource::Prompt);
+        let p = source.read("key directory passphrase", !opts.reuse_keys)?;
+        if p.len() < crate::backup::MIN_PASSPHRASE_LEN {
+            return Err(crate::backup::BackupError::WeakPassphrase { len: p.len() }.into());
+        }
+        Some(p)
+    } else {
+        None
+    };
     let keys = if opts.reuse_keys {
         progress.set_message("loading existing keys");
-        load_keys(&opts.output)?
+        match &passphrase {
+            Some(p) if hardened::is_hardened(&opts.output) => load_hardened_keys(&opts.output, p)?,
+            _ => load_keys(&opts.output)?,
+        }
     } else {
         generate_keys(opts.algorithm, progress)?
     };
@@ -392,14 +436,36 @@ pub fn run(
     progress.set_message("signing authenticated variables");
     let efi_time = EfiTime::from_datetime(opts.timestamp);
     let mut set = WriteSet::new(&opts.output);
+    // Where each file goes: flat names, or the hardened repository's paths.
+    let place = |role: Role, ext: &str| -> String {
+        if hardened_layout {
+            hardened::role_file(role, ext)
+        } else {
+            role.file(ext)
+        }
+    };
+    let seal = |key: &FileSigner| -> Result<Vec<u8>, GenkeyError> {
+        let pem = key.to_pkcs8_pem()?;
+        let plain = LockedBytes::from_slice(&pem);
+        drop(pem);
+        Ok(crate::backup::encrypt(
+            crate::backup::BackupFormat::Age,
+            &plain,
+            passphrase.as_deref().unwrap_or_default(),
+        )?)
+    };
     let mut summaries = Vec::new();
     let mut list_records = Vec::new();
     let mut import_notes = Vec::new();
     for list in &built {
         import_notes.extend(list.notes.iter().cloned());
         if list.role == Role::Dbx && list.database.lists.is_empty() {
-            set.displace(&Role::Dbx.file("esl"));
-            set.displace(&Role::Dbx.file("auth"));
+            set.displace(&place(Role::Dbx, "esl"));
+            set.displace(&place(Role::Dbx, "auth"));
+            if hardened_layout {
+                set.displace(&Role::Dbx.file("esl"));
+                set.displace(&Role::Dbx.file("auth"));
+            }
             continue;
         }
         let esl = list
@@ -417,8 +483,8 @@ pub fn run(
             cert_of(signer_role),
             keys.get(signer_role).algorithm().default_digest(),
         )?;
-        set.add(&list.role.file("esl"), esl, false);
-        set.add(&list.role.file("auth"), auth.to_bytes(), false);
+        set.add(&place(list.role, "esl"), esl, false);
+        set.add(&place(list.role, "auth"), auth.to_bytes(), false);
         summaries.push(ListSummary {
             variable: list.role.name().into(),
             entries: list.records.len(),
@@ -435,16 +501,23 @@ pub fn run(
     let mut key_records = Vec::new();
     for (role, der) in &certs {
         let signer = keys.get(*role);
-        if !opts.reuse_keys {
+        if hardened_layout {
+            // Re-encrypted on --reuse-keys too: the passphrase may be new.
+            set.add(&hardened::encrypted_key(*role), seal(signer)?, true);
+        } else if !opts.reuse_keys {
             set.add(&role.file("key"), signer.to_pkcs8_pem()?.to_vec(), true);
         }
-        set.add(&role.file("pem"), cert::to_pem(der), false);
-        set.add(&role.file("der"), der.clone(), false);
+        set.add(&place(*role, "pem"), cert::to_pem(der), false);
+        set.add(&place(*role, "der"), der.clone(), false);
         let s = CertSummary::from_der(der)?;
         key_records.push(KeyRecord {
             role: role.name().into(),
             algorithm: signer.algorithm().name().into(),
-            private_key: role.file("key"),
+            private_key: if hardened_layout {
+                hardened::encrypted_key(*role)
+            } else {
+                role.file("key")
+            },
             public_key_sha256: public_key_sha256(signer),
             certificate: Some(CertificateRecord {
                 subject: s.subject,
@@ -455,14 +528,27 @@ pub fn run(
             }),
         });
     }
-    if !opts.reuse_keys {
-        set.add(PCR_PRIVATE_KEY, keys.pcr.to_pkcs8_pem()?.to_vec(), true);
+    if hardened_layout {
+        set.add(hardened::PCR_PRIVATE_KEY_ENCRYPTED, seal(&keys.pcr)?, true);
+        set.add(
+            &hardened::pcr_public_key(),
+            keys.pcr.public_key_pem()?,
+            false,
+        );
+    } else {
+        if !opts.reuse_keys {
+            set.add(PCR_PRIVATE_KEY, keys.pcr.to_pkcs8_pem()?.to_vec(), true);
+        }
+        set.add(PCR_PUBLIC_KEY, keys.pcr.public_key_pem()?, false);
     }
-    set.add(PCR_PUBLIC_KEY, keys.pcr.public_key_pem()?, false);
     key_records.push(KeyRecord {
         role: "tpm2-pcr".into(),
         algorithm: keys.pcr.algorithm().name().into(),
-        private_key: PCR_PRIVATE_KEY.into(),
+        private_key: if hardened_layout {
+            hardened::PCR_PRIVATE_KEY_ENCRYPTED.into()
+        } else {
+            PCR_PRIVATE_KEY.into()
+        },
         public_key_sha256: public_key_sha256(&keys.pcr),
         certificate: None,
     });
@@ -479,11 +565,37 @@ pub fn run(
             .unwrap_or_else(|| rfc3339(opts.timestamp)),
         auth_timestamp: efi_time.to_string(),
         microsoft: opts.microsoft.name().into(),
+        layout: hardened_layout.then(|| hardened::LAYOUT_NAME.to_string()),
         keys: key_records,
         lists: list_records,
     };
     let manifest_json = serde_json::to_vec_pretty(&manifest)
         .map_err(|e| GenkeyError::List("manifest", e.to_string()))?;
+    if hardened_layout {
+        let dates: Vec<hardened::KeyDates> = manifest
+            .keys
+            .iter()
+            .filter_map(|k| {
+                k.certificate.as_ref().map(|c| hardened::KeyDates {
+                    role: k.role.clone(),
+                    subject: c.subject.clone(),
+                    not_before: c.not_before.clone(),
+                    not_after: c.not_after.clone(),
+                    cert_sha256: c.sha256.clone(),
+                    public_key_sha256: k.public_key_sha256.clone(),
+                })
+            })
+            .collect();
+        for (path, text) in hardened::documents(&opts.name, &manifest.created, &dates) {
+            set.add(&path, text, false);
+        }
+        let with_dbx = built
+            .iter()
+            .any(|l| l.role == Role::Dbx && !l.database.lists.is_empty());
+        for (link, target) in hardened::compat_links(with_dbx) {
+            set.add_symlink(&link, &target);
+        }
+    }
     // The manifest goes last: its presence marks a complete set.
     set.add(MANIFEST, manifest_json, false);
 
@@ -496,8 +608,13 @@ pub fn run(
     let commit = set.commit(&backup_tag)?;
 
     let dir = opts.output.display().to_string();
+    let first_step = if hardened_layout {
+        format!("Its private keys are age-encrypted (secureboot/*/*.key.age); tools decrypt them in memory with the passphrase from ${} or a prompt. Fill in {dir}/backups/storage-locations.md and keep copies offline.", hardened::PASSPHRASE_ENV)
+    } else {
+        format!("Keep {dir} private: it holds PK.key, KEK.key, db.key and tpm2-pcr-private.pem.")
+    };
     let next_steps = vec![
-        format!("Keep {dir} private: it holds PK.key, KEK.key, db.key and tpm2-pcr-private.pem."),
+        first_step,
         format!("Build a signed image: build-uki IMAGE -t iso -d build/ -k {dir}"),
         format!("Enroll on a machine in setup mode: enroll efivars -k {dir} (or boot the ISO with secure-boot-enroll)"),
     ];

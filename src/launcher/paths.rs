@@ -56,7 +56,8 @@ pub struct Translated {
 }
 
 /// Container directories a mount must not cover.
-const SYSTEM_DIRS: [&str; 12] = [
+/// `/tmp` is the tools' own scratch space, so a working directory there moves too.
+const SYSTEM_DIRS: [&str; 14] = [
     "/bin",
     "/sbin",
     "/lib",
@@ -69,6 +70,8 @@ const SYSTEM_DIRS: [&str; 12] = [
     "/run",
     "/var/lib",
     "/opt/sbkit",
+    "/tmp",
+    "/home/sbkit",
 ];
 
 /// Where a host path lives in the container.
@@ -117,6 +120,8 @@ fn flag_use(tool: &str, flag: &str) -> Option<PathUse> {
         ("enroll", "-k" | "--keys" | "--template" | "--vars" | "--eventlog") => Input,
         ("enroll", "-o" | "--output") => OutputFile,
         ("enroll", "--efivarfs") => OutputDir,
+        ("test-boot", "-k" | "--keys") => Input,
+        ("test-boot", "--serial-log") => OutputFile,
         _ => return None,
     };
     Some(u)
@@ -216,6 +221,7 @@ pub fn translate(tool: &str, args: &[String], cwd: &Path) -> Translated {
                 a.clone()
             }
             ("enroll", _, Some("esp")) => b.map(a, PathUse::OutputDir),
+            ("test-boot", 0, _) => b.map(a, PathUse::Input),
             _ => a.clone(),
         };
         positional += 1;

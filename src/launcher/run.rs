@@ -78,6 +78,8 @@ pub struct RunSpec {
     pub env: Vec<String>,
     /// Host directories to create (as the caller) before the container starts.
     pub create_dirs: Vec<PathBuf>,
+    /// Capabilities to add (IPC_LOCK lets genkey lock all its memory while it holds a key).
+    pub cap_add: Vec<String>,
 }
 
 /// The engine's create body for a spec.
@@ -116,6 +118,7 @@ pub fn create_body(spec: &RunSpec) -> ContainerCreateBody {
             binds: Some(binds),
             devices: Some(devices),
             device_cgroup_rules: Some(rules),
+            cap_add: (!spec.cap_add.is_empty()).then(|| spec.cap_add.clone()),
             ..Default::default()
         }),
         ..Default::default()

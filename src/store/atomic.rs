@@ -72,6 +72,8 @@ struct PendingFile {
     name: String,
     contents: Zeroizing<Vec<u8>>,
     secret: bool,
+    /// Written as a symbolic link to `contents` (a relative path) instead of a file.
+    symlink: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -110,12 +112,24 @@ impl WriteSet {
         }
     }
 
-    /// Adds a file; `secret` files get mode 0600 and their buffer is wiped on drop.
+    /// Adds a file; `secret` files get mode 0600 and their buffer is wiped on
+    /// drop. `name` may contain `/`: subdirectories are made (mode 0700).
     pub fn add(&mut self, name: &str, contents: impl Into<Vec<u8>>, secret: bool) {
         self.files.push(PendingFile {
             name: name.to_string(),
             contents: Zeroizing::new(contents.into()),
             secret,
+            symlink: false,
+        });
+    }
+
+    /// Adds a symbolic link `name` pointing to `target` (relative to the link's directory).
+    pub fn add_symlink(&mut self, name: &str, target: &str) {
+        self.files.push(PendingFile {
+            name: name.to_string(),
+            contents: Zeroizing::new(target.as_bytes().to_vec()),
+            secret: false,
+            symlink: true,
         });
     }
 
@@ -161,7 +175,15 @@ impl WriteSet {
         backup_tag: &str,
     ) -> Result<CommitReport, WriteError> {
         for f in &self.files {
-            write_synced(&staging.join(&f.name), &f.contents, f.secret)?;
+            let path = staging.join(&f.name);
+            make_parents(staging, &path)?;
+            if f.symlink {
+                let target = String::from_utf8_lossy(&f.contents).into_owned();
+                std::os::unix::fs::symlink(&target, &path)
+                    .map_err(io_err("cannot create symbolic link", &path))?;
+            } else {
+                write_synced(&path, &f.contents, f.secret)?;
+            }
         }
         sync_dir(staging)?;
         let plan = CommitPlan {
@@ -174,6 +196,25 @@ impl WriteSet {
         sync_dir(staging)?;
         roll_forward(&self.dir, &plan)
     }
+}
+
+/// Creates the directories between `base` and `path` (mode 0700).
+fn make_parents(base: &Path, path: &Path) -> Result<(), WriteError> {
+    if let Some(parent) = path.parent() {
+        if parent != base && !parent.exists() {
+            fs::create_dir_all(parent).map_err(io_err("cannot create directory", parent))?;
+            let mut d = parent;
+            while d != base {
+                fs::set_permissions(d, fs::Permissions::from_mode(0o700))
+                    .map_err(io_err("cannot set permissions of", d))?;
+                match d.parent() {
+                    Some(p) => d = p,
+                    None => break,
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn write_synced(path: &Path, contents: &[u8], secret: bool) -> Result<(), WriteError> {
@@ -208,6 +249,7 @@ fn move_aside(dir: &Path, backup: &Path, name: &str) -> Result<bool, WriteError>
     fs::set_permissions(backup, fs::Permissions::from_mode(0o700))
         .map_err(io_err("cannot set permissions of", backup))?;
     let target = backup.join(name);
+    make_parents(backup, &target)?;
     fs::rename(&old, &target).map_err(io_err("cannot move aside", &old))?;
     Ok(true)
 }
@@ -219,16 +261,17 @@ fn roll_forward(dir: &Path, plan: &CommitPlan) -> Result<CommitReport, WriteErro
     let backup = dir.join(&plan.backup);
     let mut replaced = false;
     for name in &plan.displace {
-        if !staging.join(name).exists() {
+        if fs::symlink_metadata(staging.join(name)).is_err() {
             replaced |= move_aside(dir, &backup, name)?;
         }
     }
     let mut report = CommitReport::default();
     for name in &plan.install {
         let staged = staging.join(name);
-        if staged.exists() {
+        if fs::symlink_metadata(&staged).is_ok() {
             replaced |= move_aside(dir, &backup, name)?;
             let target = dir.join(name);
+            make_parents(dir, &target)?;
             fs::rename(&staged, &target).map_err(io_err("cannot install", &target))?;
         }
         report.written.push(name.clone());

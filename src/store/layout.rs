@@ -11,6 +11,31 @@ pub const PCR_PRIVATE_KEY: &str = "tpm2-pcr-private.pem";
 /// The TPM PCR policy public key (PEM `SubjectPublicKeyInfo`).
 pub const PCR_PUBLIC_KEY: &str = "tpm2-pcr-public.pem";
 
+/// How a key directory is laid out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyLayout {
+    /// Kairos's flat directory: `PK.key`, `PK.pem`, … side by side, keys in plaintext (0600).
+    #[default]
+    Kairos,
+    /// The hardened repository (see [`super::hardened`]): encrypted keys, documents, links.
+    Hardened,
+}
+
+impl std::str::FromStr for KeyLayout {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "kairos" | "flat" => Ok(KeyLayout::Kairos),
+            "hardened" => Ok(KeyLayout::Hardened),
+            _ => Err(format!(
+                "unknown layout {s:?}: use kairos (flat, the default) or hardened (encrypted keys)"
+            )),
+        }
+    }
+}
+
 /// A Secure Boot key variable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Role {

@@ -28,6 +28,9 @@ pub struct Manifest {
     pub auth_timestamp: String,
     /// The Microsoft selection (`all`, `2023`, …).
     pub microsoft: String,
+    /// `hardened` for the hardened repository layout; absent for the flat Kairos one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<String>,
     /// Our keys: PK, KEK, db and the PCR policy key.
     pub keys: Vec<KeyRecord>,
     /// What each variable's list holds: PK, KEK, db, dbx.

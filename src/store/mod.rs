@@ -1,7 +1,9 @@
-//! Key directories on disk: the file layout, the manifest, atomic writing of a
-//! whole key set, and importing what users exported from their firmware.
+//! Key directories on disk: the file layouts (flat Kairos, hardened
+//! repository), the manifest, atomic writing of a whole key set, and
+//! importing what users exported from their firmware.
 
 pub mod atomic;
+pub mod hardened;
 pub mod import;
 pub mod layout;
 pub mod manifest;

@@ -18,6 +18,9 @@ pub enum SigningKeysError {
     /// A key failed to load.
     #[error(transparent)]
     Key(#[from] KeyFileError),
+    /// A hardened repository's encrypted key failed to open.
+    #[error(transparent)]
+    Hardened(#[from] super::hardened::HardenedError),
     /// A certificate failed to read.
     #[error("{path}: not a PEM or DER X.509 certificate")]
     Certificate {
@@ -44,6 +47,47 @@ pub struct SigningKeys {
     pub pcr: Option<Box<dyn Signer>>,
 }
 
+impl SigningKeys {
+    /// [`SigningKeys::from_key_dir`] for the hardened layout.
+    pub fn from_hardened_dir(dir: &Path) -> Result<Self, SigningKeysError> {
+        use super::hardened;
+        crate::secret::harden_process();
+        let passphrase = hardened::passphrase_from_env().map_err(hardened::HardenedError::from)?;
+        let db = hardened::load_key(&dir.join(hardened::encrypted_key(Role::Db)), &passphrase)?;
+        let cert = read_certificate(&dir.join(hardened::role_file(Role::Db, "der")))?;
+        let pcr_path = dir.join(hardened::PCR_PRIVATE_KEY_ENCRYPTED);
+        let pcr = if pcr_path.exists() {
+            Some(Box::new(hardened::load_key(&pcr_path, &passphrase)?) as Box<dyn Signer>)
+        } else {
+            None
+        };
+        Ok(SigningKeys {
+            secure_boot: Box::new(db),
+            secure_boot_cert: cert,
+            pcr,
+        })
+    }
+}
+
+/// The db certificate of a key directory of either layout, without
+/// touching (or decrypting) any private key: for commands that only verify.
+pub fn secure_boot_certificate(dir: &Path) -> Result<Vec<u8>, SigningKeysError> {
+    let candidates = if super::hardened::is_hardened(dir) {
+        vec![dir.join(super::hardened::role_file(Role::Db, "der"))]
+    } else {
+        vec![
+            dir.join(Role::Db.file("der")),
+            dir.join(Role::Db.file("pem")),
+        ]
+    };
+    match candidates.iter().find(|p| p.exists()) {
+        Some(p) => read_certificate(p),
+        None => Err(SigningKeysError::Missing {
+            path: candidates[0].display().to_string(),
+        }),
+    }
+}
+
 /// Reads a certificate file (PEM or DER).
 pub fn read_certificate(path: &Path) -> Result<Vec<u8>, SigningKeysError> {
     let bytes = std::fs::read(path).map_err(|source| SigningKeysError::Read {
@@ -56,9 +100,15 @@ pub fn read_certificate(path: &Path) -> Result<Vec<u8>, SigningKeysError> {
 }
 
 impl SigningKeys {
-    /// Loads db and the PCR key from a genkey directory.
+    /// Loads db and the PCR key from a genkey directory: the flat layout's
+    /// PEM files, or the hardened layout's age-encrypted keys, decrypted in
+    /// memory with the passphrase from `SBKIT_KEY_PASSPHRASE`,
+    /// `SBKIT_KEY_PASSPHRASE_FILE` or a prompt.
     pub fn from_key_dir(dir: &Path) -> Result<Self, SigningKeysError> {
         crate::store::atomic::recover(dir).ok();
+        if super::hardened::is_hardened(dir) {
+            return Self::from_hardened_dir(dir);
+        }
         let need = |name: String| {
             let p = dir.join(&name);
             if p.exists() {

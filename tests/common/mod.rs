@@ -3,7 +3,10 @@
 #![allow(dead_code)]
 
 pub mod guest;
+pub mod images;
+pub mod pty;
 pub mod qemu;
+pub mod registry;
 pub mod rootfs;
 pub mod softhsm;
 pub mod tools;

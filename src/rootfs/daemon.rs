@@ -1,0 +1,75 @@
+//! Images that exist only in the local Docker engine (`docker-daemon:IMAGE`),
+//! through the Engine API (bollard).
+//!
+//! The engine's only way to hand out an image's layers is `GET
+//! /images/{name}/get`, the `docker save` stream, and it writes that stream
+//! in name order (layer directories sorted by id), not in layer order. A
+//! top-down flatten needs the top layer first, so the stream is spooled to an
+//! unlinked temporary file (deleted when the build ends, whatever happens)
+//! and then read in place like a `docker-archive:`. That is one sequential
+//! copy of the image's uncompressed layers in `$TMPDIR`; nothing is unpacked.
+
+use std::io::Write;
+
+use futures_util::StreamExt;
+
+use super::error::ImageError;
+
+/// Connects to the engine (`DOCKER_HOST`, else the default socket), with the
+/// API version negotiated down to what the engine speaks.
+async fn connect() -> Result<bollard::Docker, ImageError> {
+    let docker = bollard::Docker::connect_with_defaults().map_err(|e| {
+        ImageError::Daemon(format!(
+            "cannot connect ({e}); is the Docker engine running and DOCKER_HOST right?"
+        ))
+    })?;
+    docker
+        .negotiate_version()
+        .await
+        .map_err(|e| ImageError::Daemon(format!("cannot reach the engine: {e}")))
+}
+
+/// Saves `image` from the engine into `out`; returns the image id.
+pub fn save(
+    image: &str,
+    out: &mut std::fs::File,
+    progress: &indicatif::MultiProgress,
+) -> Result<String, ImageError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ImageError::Daemon(format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(async {
+        let docker = connect().await?;
+        let info = docker.inspect_image(image).await.map_err(|e| {
+            ImageError::Daemon(format!(
+                "no image {image:?} in the local engine ({e}); `docker images` lists what it has"
+            ))
+        })?;
+        let id = info.id.unwrap_or_default();
+        let size = info.size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0);
+        let bar = progress.add(indicatif::ProgressBar::new(size));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "exporting {msg} from the engine {bar:30} {bytes}/{total_bytes}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message(image.to_string());
+        // By id: a tag moved by someone else meanwhile cannot switch images.
+        let mut stream = docker.export_image(&id);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| ImageError::Daemon(format!("exporting {image}: {e}")))?;
+            out.write_all(&chunk).map_err(|e| {
+                ImageError::Daemon(format!(
+                    "spooling {image} to the temporary directory: {e}; free space in $TMPDIR"
+                ))
+            })?;
+            bar.inc(chunk.len() as u64);
+        }
+        out.flush()
+            .map_err(|e| ImageError::Daemon(format!("spooling {image}: {e}")))?;
+        bar.finish_and_clear();
+        Ok(id)
+    })
+}
