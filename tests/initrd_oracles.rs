@@ -4,6 +4,9 @@
 //!
 //! Runs as root: the fixture chowns files and creates device nodes.
 
+mod common;
+
+use common::tools::require_tool;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
@@ -16,19 +19,6 @@ use std::process::{Command, Output, Stdio};
 use sbkit::initrd::{build_initrd, Compression, InitrdError, InitrdOptions};
 
 const MTIME: u32 = 1_600_000_000;
-
-/// Path of a tool on PATH; a missing tool fails the test, never skips it.
-fn require_tool(name: &str) -> PathBuf {
-    let paths = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&paths)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "required tool `{name}` is missing: run scripts/install-deps.sh (tests never skip)"
-            )
-        })
-}
 
 fn run(cmd: &mut Command) -> Output {
     let out = cmd

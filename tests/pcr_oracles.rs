@@ -7,6 +7,9 @@
 //! A missing tool or asset fails the test with the script to run; nothing
 //! skips.
 
+mod common;
+
+use common::tools::require_tool;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -33,23 +36,6 @@ fn asset(rel: &str) -> PathBuf {
         p.display()
     );
     p
-}
-
-/// A tool by absolute path or PATH lookup; fails naming the install script.
-fn require_tool(name: &str) -> PathBuf {
-    let direct = PathBuf::from(name);
-    if direct.is_absolute() && direct.is_file() {
-        return direct;
-    }
-    if let Some(paths) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&paths) {
-            let p = dir.join(name);
-            if p.is_file() {
-                return p;
-            }
-        }
-    }
-    panic!("required tool `{name}` is missing: run scripts/install-deps.sh (tests never skip)");
 }
 
 fn run_ok(cmd: &mut Command) -> Output {

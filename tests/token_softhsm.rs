@@ -8,6 +8,9 @@
 //! child process of this test binary with its own token directory and
 //! environment (see [`isolated`]).
 
+mod common;
+
+use common::tools::require_tool;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -26,21 +29,6 @@ const SO_PIN: &str = "5678";
 const INSTALL_SCRIPT: &str = "scripts/install-deps.sh";
 /// Set in the child: the directory of its private SoftHSM2 token store.
 const CHILD_DIR: &str = "SBKIT_TOKEN_TEST_DIR";
-
-/// Path of a tool; a missing one fails the test, naming the install script.
-fn require_tool(name: &str) -> PathBuf {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    dirs.extend(["/usr/sbin", "/sbin"].map(PathBuf::from));
-    if let Some(found) = dirs.iter().map(|d| d.join(name)).find(|p| p.is_file()) {
-        return found;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("required tool `{name}` is missing on the CI machine: .ci/run must run {INSTALL_SCRIPT} before the tests");
-    }
-    panic!("required tool `{name}` is missing: run {INSTALL_SCRIPT} (tests never skip)");
-}
 
 fn require_module() -> &'static str {
     assert!(

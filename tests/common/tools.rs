@@ -25,6 +25,10 @@ pub const INSTALL_SCRIPT: &str = "scripts/install-deps.sh";
 /// A missing tool fails the test (never a silent skip): under `CI=true` the
 /// message says CI's install step is broken, elsewhere it names the script to run.
 pub fn require_tool(name: &str) -> PathBuf {
+    let direct = Path::new(name);
+    if direct.is_absolute() && direct.is_file() {
+        return direct.to_path_buf();
+    }
     let mut dirs = vec![cache_dir().join("venv/bin")];
     if let Some(paths) = std::env::var_os("PATH") {
         dirs.extend(std::env::split_paths(&paths));
