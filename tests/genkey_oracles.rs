@@ -6,6 +6,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
+use common::der::content_info;
 use common::tools::{genkey, owner_guid, require_tool, run_ok};
 
 const SDE: &str = "1700000000";
@@ -32,35 +33,6 @@ fn signed_bytes(name: &str, vendor_guid_le: &[u8; 16], auth: &[u8]) -> (Vec<u8>,
     m.extend_from_slice(time);
     m.extend_from_slice(data);
     (m, pkcs7)
-}
-
-/// DER length bytes.
-fn der_len(n: usize) -> Vec<u8> {
-    if n < 0x80 {
-        vec![n as u8]
-    } else {
-        let b = n.to_be_bytes();
-        let skip = b.iter().take_while(|x| **x == 0).count();
-        let mut v = vec![0x80 | (b.len() - skip) as u8];
-        v.extend_from_slice(&b[skip..]);
-        v
-    }
-}
-
-/// ContentInfo { id-signedData, [0] SignedData }, so `openssl cms` reads it.
-fn content_info(signed_data: &[u8]) -> Vec<u8> {
-    let oid = [
-        0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02,
-    ];
-    let mut explicit = vec![0xa0];
-    explicit.extend(der_len(signed_data.len()));
-    explicit.extend_from_slice(signed_data);
-    let mut body = oid.to_vec();
-    body.extend(explicit);
-    let mut out = vec![0x30];
-    out.extend(der_len(body.len()));
-    out.extend(body);
-    out
 }
 
 const GLOBAL: [u8; 16] = [

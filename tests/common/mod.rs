@@ -2,6 +2,7 @@
 //! guest initramfs building and the QEMU/OVMF boot harness.
 #![allow(dead_code)]
 
+pub mod der;
 pub mod guest;
 pub mod images;
 pub mod pty;
