@@ -24,6 +24,7 @@ use crate::keys::{FileSigner, KeyAlgorithm, Signer};
 use crate::secret::LockedBytes;
 use crate::token::module::{self, ModuleError};
 use crate::token::pin::{self, PinError, RefuseReason, RetryDecision, RetryState};
+use crate::token::slots;
 use crate::token::uri::{encode_id, encode_text, Pkcs11Uri, UriError};
 
 /// A PKCS#11 step of provisioning failed; the message says what to change.
@@ -142,74 +143,27 @@ impl TokenSession {
     }
 }
 
-fn describe_token(info: &TokenInfo, slot: Slot) -> String {
-    format!(
-        "token={};manufacturer={};model={};serial={};slot-id={}",
-        encode_text(info.label()),
-        encode_text(info.manufacturer_id()),
-        encode_text(info.model()),
-        encode_text(info.serial_number()),
-        slot.id()
-    )
-}
-
 /// Finds the one initialised token `uri` names.
 pub fn find_token(ctx: &Pkcs11, uri: &Pkcs11Uri) -> Result<(Slot, TokenInfo), P11Error> {
     let uri_text = uri.to_string();
-    let wanted = uri.token_attributes();
-    let mut seen = Vec::new();
-    let mut matching = Vec::new();
-    let slots = ctx
-        .get_slots_with_token()
-        .map_err(|source| P11Error::Call {
-            action: "C_GetSlotList",
-            token: uri_text.clone(),
-            source,
-            hint: "",
-        })?;
-    for slot in slots {
-        let Ok(info) = ctx.get_token_info(slot) else {
-            continue;
-        };
-        if !info.token_initialized() {
-            continue;
-        }
-        let slot_info = ctx.get_slot_info(slot).ok();
-        let have = |name: &str| -> String {
-            match name {
-                "token" => info.label().to_string(),
-                "manufacturer" => info.manufacturer_id().to_string(),
-                "model" => info.model().to_string(),
-                "serial" => info.serial_number().to_string(),
-                "slot-description" => slot_info
-                    .as_ref()
-                    .map(|s| s.slot_description().trim_end().to_string())
-                    .unwrap_or_default(),
-                "slot-manufacturer" => slot_info
-                    .as_ref()
-                    .map(|s| s.manufacturer_id().to_string())
-                    .unwrap_or_default(),
-                "slot-id" => slot.id().to_string(),
-                _ => String::new(),
-            }
-        };
-        let d = describe_token(&info, slot);
-        if wanted.iter().all(|(n, v)| have(n) == *v) {
-            matching.push((slot, info));
-        }
-        seen.push(d);
-    }
-    match matching.len() {
-        1 => Ok(matching.remove(0)),
+    let mut found = slots::scan(ctx, uri).map_err(|source| P11Error::Call {
+        action: "C_GetSlotList",
+        token: uri_text.clone(),
+        source,
+        hint: "",
+    })?;
+    match found.matching.len() {
+        1 => Ok(found.matching.remove(0)),
         0 => Err(P11Error::NoToken {
             uri: uri_text,
-            seen,
+            seen: found.seen,
         }),
         _ => Err(P11Error::SeveralTokens {
             uri: uri_text,
-            seen: matching
+            seen: found
+                .matching
                 .iter()
-                .map(|(s, i)| describe_token(i, *s))
+                .map(|(s, i)| slots::describe(i, *s))
                 .collect(),
         }),
     }

@@ -677,69 +677,25 @@ fn find_token(
     uri_text: &str,
     module: &str,
 ) -> Result<(Slot, TokenInfo), TokenError> {
-    let ck = |action| {
-        move |source| TokenError::Pkcs11 {
-            action,
-            uri: uri_text.to_string(),
-            source,
-        }
-    };
-    let wanted = uri.token_attributes();
-    let mut seen = Vec::new();
-    let mut matching = Vec::new();
-    for slot in ctx.get_slots_with_token().map_err(ck("listing slots"))? {
-        let Ok(info) = ctx.get_token_info(slot) else {
-            continue;
-        };
-        // An uninitialised token (SoftHSM2's free slot) holds no keys.
-        if !info.token_initialized() {
-            continue;
-        }
-        let slot_info = ctx.get_slot_info(slot).ok();
-        let have = |name: &str| -> String {
-            match name {
-                "token" => info.label().to_string(),
-                "manufacturer" => info.manufacturer_id().to_string(),
-                "model" => info.model().to_string(),
-                "serial" => info.serial_number().to_string(),
-                "slot-description" => slot_info
-                    .as_ref()
-                    .map(|s| s.slot_description().to_string())
-                    .unwrap_or_default(),
-                "slot-manufacturer" => slot_info
-                    .as_ref()
-                    .map(|s| s.manufacturer_id().to_string())
-                    .unwrap_or_default(),
-                "slot-id" => slot.id().to_string(),
-                _ => String::new(),
-            }
-        };
-        let described = format!(
-            "token={};manufacturer={};model={};serial={};slot-id={}",
-            encode_text(info.label()),
-            encode_text(info.manufacturer_id()),
-            encode_text(info.model()),
-            encode_text(info.serial_number()),
-            slot.id()
-        );
-        if wanted.iter().all(|(n, v)| have(n) == *v) {
-            matching.push((slot, info, described.clone()));
-        }
-        seen.push(described);
-    }
-    match matching.len() {
-        1 => {
-            let (slot, info, _) = matching.remove(0);
-            Ok((slot, info))
-        }
+    let mut found = super::slots::scan(ctx, uri).map_err(|source| TokenError::Pkcs11 {
+        action: "listing slots",
+        uri: uri_text.to_string(),
+        source,
+    })?;
+    match found.matching.len() {
+        1 => Ok(found.matching.remove(0)),
         0 => Err(TokenError::NoToken {
             uri: uri_text.to_string(),
             module: module.to_string(),
-            seen,
+            seen: found.seen,
         }),
         _ => Err(TokenError::SeveralTokens {
             uri: uri_text.to_string(),
-            seen: matching.into_iter().map(|(_, _, d)| d).collect(),
+            seen: found
+                .matching
+                .iter()
+                .map(|(slot, info)| super::slots::describe(info, *slot))
+                .collect(),
         }),
     }
 }
