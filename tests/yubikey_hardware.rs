@@ -4,7 +4,7 @@
 //! SBKIT_TEST_YUBIKEY=1 \
 //! SBKIT_TEST_YUBIKEY_READERS="Yubico YubiKey OTP+FIDO+CCID 00 00,Yubico YubiKey OTP+FIDO+CCID 01 00" \
 //! SBKIT_TEST_YUBIKEY_RESET=1 \
-//!   cargo test --test yubikey_hardware -- --nocapture
+//!   cargo test --test yubikey_hardware -- --ignored --nocapture
 //! ```
 //!
 //! With `SBKIT_TEST_YUBIKEY_RESET=1` each key's PIV application is reset
@@ -12,8 +12,9 @@
 //! LOST), then prepared with PIN 314159 / PUK 27182818, loaded with a new
 //! P-384 key and checked with ykman, OpenSC (pkcs11-tool) and openssl.
 //! Without the reset the keys must already be prepared with that PIN.
-//! Unset, the test only says how to run it: it needs hardware a CI machine
-//! does not have, and touching a developer's YubiKey unasked would be wrong.
+//! The test is `#[ignore]`d, so runs without hardware list it as ignored
+//! (never as passed): it needs hardware a CI machine does not have, and
+//! touching a developer's YubiKey unasked would be wrong.
 
 mod common;
 
@@ -25,14 +26,13 @@ const PIN: &str = "314159";
 const PUK: &str = "27182818";
 
 #[test]
+#[ignore = "needs real YubiKeys: SBKIT_TEST_YUBIKEY=1 SBKIT_TEST_YUBIKEY_READERS=… cargo test --test yubikey_hardware -- --ignored"]
 fn real_yubikeys_when_asked() {
-    if std::env::var("SBKIT_TEST_YUBIKEY").as_deref() != Ok("1") {
-        eprintln!(
-            "real YubiKey test not requested: set SBKIT_TEST_YUBIKEY=1 and \
-             SBKIT_TEST_YUBIKEY_READERS (see tests/yubikey_hardware.rs)"
-        );
-        return;
-    }
+    assert_eq!(
+        std::env::var("SBKIT_TEST_YUBIKEY").as_deref(),
+        Ok("1"),
+        "this test changes real YubiKeys: set SBKIT_TEST_YUBIKEY=1 and SBKIT_TEST_YUBIKEY_READERS (see tests/yubikey_hardware.rs)"
+    );
     let readers: Vec<String> = std::env::var("SBKIT_TEST_YUBIKEY_READERS")
         .expect("SBKIT_TEST_YUBIKEY_READERS: comma-separated PC/SC reader names of the YubiKeys")
         .split(',')
