@@ -10,14 +10,14 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::guest::Assets;
 use common::images::{base_rootfs, layer_tar, OciLayout, L, Z};
-use common::qemu::{self, BootOutcome, BootSpec, Enrolled, Firmware, Media, VarStore};
+use common::qemu::{self, BootOutcome, BootSpec, Firmware, Media};
 use common::registry::LocalRegistry;
-use common::tools::{genkey, our_bin, owner_guid, run_ok};
+use common::tools::{genkey, our_bin, run_ok};
 
 /// The rootfs directory as a layer tar (owners and modes as on disk).
 fn dir_layer(root: &Path) -> Vec<u8> {
@@ -28,19 +28,6 @@ fn dir_layer(root: &Path) -> Vec<u8> {
             .args(["-c", "."]),
     );
     out.stdout
-}
-
-fn enrolled_store(work: &Path, keys: &Path) -> PathBuf {
-    let owner = owner_guid(keys);
-    let vars = work.join("vars.fd");
-    VarStore {
-        pk: Some(Enrolled::new(&owner, &keys.join("PK.pem"))),
-        kek: vec![Enrolled::new(&owner, &keys.join("KEK.pem"))],
-        db: vec![Enrolled::new(&owner, &keys.join("db.pem"))],
-        secure_boot: true,
-    }
-    .write(&Firmware::ovmf_secboot(), &vars);
-    vars
 }
 
 fn boot(work: &Path, efi: &[u8], vars: &Path) -> BootOutcome {
@@ -129,7 +116,7 @@ fn uki_from_a_private_registry_image_boots_in_ovmf() {
     assert_eq!(report["entries"][0]["entry"]["title"], "Pulled OS 2");
 
     let efi = fs::read(out.join("norole.efi")).unwrap();
-    let vars = enrolled_store(w, &keys);
+    let vars = common::uki_guest::enrolled_store(w, &keys);
     let outcome = boot(w, &efi, &vars);
     outcome.assert_success();
     assert!(

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::guest::Assets;
-use common::qemu::{self, BootOutcome, BootSpec, Enrolled, Firmware, Matched, Media, VarStore};
+use common::qemu::{self, BootOutcome, BootSpec, Firmware, Matched, Media};
 use common::rootfs::{busybox_rootfs, MARKER_INIT};
-use common::tools::{genkey, our_bin, owner_guid, require_tool, run_ok};
+use common::tools::{genkey, our_bin, require_tool, run_ok};
 
 struct Fixture {
     _work: tempfile::TempDir,
@@ -37,29 +37,7 @@ fn fixture() -> Fixture {
 }
 
 fn build_iso(f: &Fixture, out: &str, extra: &[&str]) -> PathBuf {
-    let assets = Assets::locate();
-    run_ok(
-        our_bin("build-uki")
-            .arg(format!("dir:{}", f.root.display()))
-            .args([
-                "-t",
-                "iso",
-                "--cmdline",
-                "console=ttyS0 panic=-1",
-                "--loader-timeout",
-                "0",
-                "-d",
-            ])
-            .arg(f.dir.join(out))
-            .arg("-k")
-            .arg(&f.keys)
-            .arg("--stub")
-            .arg(assets.stub(254))
-            .arg("--sdboot")
-            .arg(assets.systemd_boot(254))
-            .args(extra),
-    );
-    f.dir.join(out).join("norole.iso")
+    common::uki_guest::build_test_iso(&f.root, &f.keys, &f.dir.join(out), extra)
 }
 
 /// (first LBA, sectors) of the GPT partition of type EFI System.
@@ -97,19 +75,6 @@ fn boot_iso(f: &Fixture, name: &str, iso: &Path, vars: &Path, reboot: bool) -> B
     );
     spec.allow_reboot = reboot;
     qemu::boot(&spec)
-}
-
-fn enrolled_store(f: &Fixture) -> PathBuf {
-    let owner = owner_guid(&f.keys);
-    let vars = f.dir.join("enrolled.fd");
-    VarStore {
-        pk: Some(Enrolled::new(&owner, &f.keys.join("PK.pem"))),
-        kek: vec![Enrolled::new(&owner, &f.keys.join("KEK.pem"))],
-        db: vec![Enrolled::new(&owner, &f.keys.join("db.pem"))],
-        secure_boot: true,
-    }
-    .write(&Firmware::ovmf_secboot(), &vars);
-    vars
 }
 
 #[test]
@@ -166,7 +131,7 @@ fn the_iso_is_well_formed_and_boots_from_cdrom_with_secure_boot_enforced() {
         "systemd-boot 254 gets if-safe by default:\n{conf}"
     );
 
-    let vars = enrolled_store(&f);
+    let vars = common::uki_guest::enrolled_store(&f.dir, &f.keys);
     let ours = boot_iso(&f, "enrolled", &iso, &vars, false);
     ours.assert_success();
     assert!(
@@ -214,7 +179,13 @@ fn an_iso_with_unsigned_systemd_boot_is_refused() {
     fs::create_dir(&root).unwrap();
     let iso = f.dir.join("unsigned.iso");
     sbkit::media::iso::write_iso(&esp, &root, &iso, "UKI_ISO_INSTALL", 0).unwrap();
-    let outcome = boot_iso(&f, "unsigned-sdboot", &iso, &enrolled_store(&f), false);
+    let outcome = boot_iso(
+        &f,
+        "unsigned-sdboot",
+        &iso,
+        &common::uki_guest::enrolled_store(&f.dir, &f.keys),
+        false,
+    );
     match &outcome.matched {
         Some(Matched::Failure(line)) if line.contains("Access Denied") => {}
         _ => panic!("the firmware must refuse an unsigned systemd-boot\n{outcome}"),

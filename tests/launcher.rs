@@ -285,27 +285,8 @@ fn test_boot_in_the_qemu_image_gives_verdicts() {
     require_image("sbkit-qemu");
     let (work, keys, root) = launcher_fixture();
     let w = work.path();
-    let assets = common::guest::Assets::locate();
-    run_ok(
-        Command::new(env!("CARGO_BIN_EXE_build-uki"))
-            .arg(format!("dir:{}", root.display()))
-            .args([
-                "-t",
-                "iso",
-                "--cmdline",
-                "console=ttyS0 panic=-1",
-                "--loader-timeout",
-                "0",
-                "-d",
-            ])
-            .arg(w.join("build"))
-            .arg("-k")
-            .arg(&keys)
-            .arg("--stub")
-            .arg(assets.stub(254))
-            .arg("--sdboot")
-            .arg(assets.systemd_boot(254)),
-    );
+    let _assets = common::guest::Assets::locate();
+    common::uki_guest::build_test_iso(&root, &keys, &w.join("build"), &[]);
     std::fs::set_permissions(w, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_sbkit"))
         .args([

@@ -7,7 +7,7 @@ use std::fs;
 
 use common::guest::Assets;
 use common::rootfs::{busybox_rootfs, MARKER_INIT};
-use common::tools::{genkey, our_bin, run_ok};
+use common::tools::{genkey, our_bin};
 
 #[test]
 fn verdicts_for_a_signed_iso_and_an_unsigned_uki() {
@@ -18,26 +18,7 @@ fn verdicts_for_a_signed_iso_and_an_unsigned_uki() {
     let root = w.join("rootfs");
     busybox_rootfs(&root, MARKER_INIT);
     let assets = Assets::locate();
-    run_ok(
-        our_bin("build-uki")
-            .arg(format!("dir:{}", root.display()))
-            .args([
-                "-t",
-                "iso",
-                "--cmdline",
-                "console=ttyS0 panic=-1",
-                "--loader-timeout",
-                "0",
-                "-d",
-            ])
-            .arg(w.join("build"))
-            .arg("-k")
-            .arg(&keys)
-            .arg("--stub")
-            .arg(assets.stub(254))
-            .arg("--sdboot")
-            .arg(assets.systemd_boot(254)),
-    );
+    common::uki_guest::build_test_iso(&root, &keys, &w.join("build"), &[]);
     let out = our_bin("sbkit")
         .args([
             "--native",

@@ -8,9 +8,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use common::guest::Assets;
-use common::qemu::{self, BootOutcome, BootSpec, Enrolled, Firmware, Media, Tpm, VarStore};
+use common::qemu::{self, BootOutcome, BootSpec, Firmware, Media, Tpm};
 use common::rootfs::{busybox_rootfs, MARKER_INIT};
-use common::tools::{genkey, our_bin, owner_guid, run_ok};
+use common::tools::{genkey, our_bin, run_ok};
 use common::uki_guest::{assert_refused, strip_signature};
 
 fn stub254() -> PathBuf {
@@ -37,19 +37,6 @@ fn build(root: &Path, keys: &Path, out: &Path) -> serde_json::Value {
             .arg(stub254()),
     );
     serde_json::from_slice(&o.stdout).expect("--json report")
-}
-
-fn enrolled_store(work: &Path, keys: &Path) -> PathBuf {
-    let owner = owner_guid(keys);
-    let vars = work.join("vars.fd");
-    VarStore {
-        pk: Some(Enrolled::new(&owner, &keys.join("PK.pem"))),
-        kek: vec![Enrolled::new(&owner, &keys.join("KEK.pem"))],
-        db: vec![Enrolled::new(&owner, &keys.join("db.pem"))],
-        secure_boot: true,
-    }
-    .write(&Firmware::ovmf_secboot(), &vars);
-    vars
 }
 
 /// Boots `efi` as the removable-media loader of an ESP.
@@ -91,7 +78,7 @@ fn ovmf_boots_our_signed_uki_with_the_predicted_pcr11_and_refuses_others() {
         .find(|p| p[0] == "sha256")
         .map(|p| p[1].as_str().unwrap().to_uppercase())
         .expect("sha256 prediction in the report");
-    let vars = enrolled_store(w, &keys);
+    let vars = common::uki_guest::enrolled_store(w, &keys);
 
     let ours = boot_efi(w, "signed", &efi, &vars, true);
     ours.assert_success();

@@ -99,3 +99,46 @@ pub fn strip_signature(signed: &[u8]) -> Vec<u8> {
     out[dir..dir + 8].fill(0);
     out
 }
+
+/// A variable store (Secure Boot on) with `keys`' PK, KEK and db enrolled under
+/// the manifest's owner GUID, written by virt-fw-vars to `work/vars.fd`.
+pub fn enrolled_store(work: &Path, keys: &Path) -> PathBuf {
+    let owner = crate::common::tools::owner_guid(keys);
+    let vars = work.join("vars.fd");
+    qemu::VarStore {
+        pk: Some(qemu::Enrolled::new(&owner, &keys.join("PK.pem"))),
+        kek: vec![qemu::Enrolled::new(&owner, &keys.join("KEK.pem"))],
+        db: vec![qemu::Enrolled::new(&owner, &keys.join("db.pem"))],
+        secure_boot: true,
+    }
+    .write(&Firmware::ovmf_secboot(), &vars);
+    vars
+}
+
+/// `build-uki dir:ROOT -t iso` into `out` with the 254 stub and systemd-boot, a
+/// serial console and no menu delay, plus `extra`; returns `out/norole.iso`.
+pub fn build_test_iso(root: &Path, keys: &Path, out: &Path, extra: &[&str]) -> PathBuf {
+    let assets = Assets::locate();
+    run_ok(
+        our_bin("build-uki")
+            .arg(format!("dir:{}", root.display()))
+            .args([
+                "-t",
+                "iso",
+                "--cmdline",
+                "console=ttyS0 panic=-1",
+                "--loader-timeout",
+                "0",
+                "-d",
+            ])
+            .arg(out)
+            .arg("-k")
+            .arg(keys)
+            .arg("--stub")
+            .arg(assets.stub(254))
+            .arg("--sdboot")
+            .arg(assets.systemd_boot(254))
+            .args(extra),
+    );
+    out.join("norole.iso")
+}
