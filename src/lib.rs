@@ -29,4 +29,5 @@ pub mod secret;
 pub mod store;
 pub mod testboot;
 pub mod token;
+pub mod tpm;
 pub mod uki;

@@ -1,0 +1,159 @@
+//! PCR 7 predicted before the boot equals what the firmware measured: OVMF with
+//! Secure Boot enforced and swtpm, variable stores written by our `enroll ovmf`
+//! and by virt-fw-vars, UKIs on the systemd 252 and 254 stubs; the guest reads
+//! its own PCR 7 from the TPM and prints it on the serial console.
+//!
+//! Two boots cover the matrix: our keys only (252 stub, our store writer) and our
+//! keys plus Microsoft's (254 stub, virt-fw-vars' store). Each boot also checks that
+//! the prediction from the key directory equals the one from the store it boots.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::guest::Assets;
+use common::qemu::{self, BootOutcome, BootSpec, Firmware, Media, Tpm};
+use common::rootfs::busybox_rootfs;
+use common::tools::{genkey, our_bin, run_ok};
+use sbkit::efi::varstore::VarStore;
+use sbkit::keys::algorithm::DigestAlgorithm;
+use sbkit::tpm::pcr7::{self, SecureBootVariables};
+
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+/// Prints PCR 7 (sha256) and the event log's size, then powers off.
+const PCR7_INIT: &str = r#"#!/bin/sh
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+if [ -r /sys/class/tpm/tpm0/pcr-sha256/7 ]; then
+  echo "SBKIT-PCR pcr7=$(cat /sys/class/tpm/tpm0/pcr-sha256/7)"
+else
+  echo "SBKIT-PCR pcr7=none"
+fi
+echo "SBKIT-GUEST: PASS"
+poweroff -f
+"#;
+
+/// `build-uki dir:ROOT -t uki` with `keys` on the systemd `stub` generation.
+fn build_uki(root: &Path, keys: &Path, out: &Path, stub: u32) -> PathBuf {
+    run_ok(
+        our_bin("build-uki")
+            .arg(format!("dir:{}", root.display()))
+            .args(["-t", "uki", "--cmdline", "console=ttyS0 panic=-1", "-d"])
+            .arg(out)
+            .arg("-k")
+            .arg(keys)
+            .arg("--stub")
+            .arg(Assets::locate().stub(stub)),
+    );
+    out.join("norole.efi")
+}
+
+/// Boots `efi` as the removable-media loader with `vars` and a fresh swtpm.
+fn boot(work: &Path, name: &str, efi: &Path, vars: &Path) -> BootOutcome {
+    let esp = work.join(format!("esp-{name}"));
+    fs::create_dir_all(esp.join("EFI/BOOT")).unwrap();
+    fs::copy(efi, esp.join("EFI/BOOT/BOOTX64.EFI")).unwrap();
+    let run_vars = work.join(format!("run-{name}.fd"));
+    fs::copy(vars, &run_vars).unwrap();
+    let serial =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("pcr7_boot.{name}.serial.log"));
+    let mut spec = BootSpec::new(
+        Firmware::ovmf_secboot(),
+        &run_vars,
+        Media::EspDir(esp),
+        &serial,
+    );
+    let state = work.join(format!("tpm-{name}"));
+    fs::create_dir_all(&state).unwrap();
+    spec.tpm = Some(Tpm { state_dir: state });
+    let started = std::time::Instant::now();
+    let outcome = qemu::boot(&spec);
+    eprintln!("boot {name}: {:.1} s", started.elapsed().as_secs_f64());
+    outcome
+}
+
+/// The prediction for booting `efi` with the variables of the store `vars`.
+fn predict_from_store(vars: &Path, efi: &Path) -> pcr7::Pcr7Prediction {
+    let store = VarStore::parse(fs::read(vars).unwrap()).expect("our reader parses the store");
+    let variables = SecureBootVariables::from_varstore(&store, true);
+    let authority = pcr7::authority_for_image(
+        variables.db.as_deref().expect("db in the store"),
+        &fs::read(efi).unwrap(),
+    )
+    .expect("db parses")
+    .expect("a db certificate authorises the UKI");
+    pcr7::predict(&variables, &[authority])
+}
+
+fn assert_guest_pcr7(outcome: &BootOutcome, predicted: &pcr7::Pcr7Prediction, what: &str) {
+    outcome.assert_success();
+    let measured = outcome.value("SBKIT-PCR", "pcr7").unwrap_or_default();
+    assert_eq!(
+        measured.to_lowercase(),
+        predicted.value(DigestAlgorithm::Sha256).unwrap(),
+        "{what}: the guest's PCR 7 (left) differs from the prediction (right); events: {:#?}\n{outcome}",
+        predicted.events
+    );
+}
+
+#[test]
+fn predicted_pcr7_equals_the_guests_for_both_stubs_and_both_store_writers() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let root = w.join("rootfs");
+    busybox_rootfs(&root, PCR7_INIT);
+
+    // Our keys only, 252 stub, the store written by our `enroll ovmf`.
+    let ours = w.join("ours");
+    genkey("Acme Corp", &ours, &["--microsoft", "none"]);
+    let efi252 = build_uki(&root, &ours, &w.join("build252"), 252);
+    let vars_ours = w.join("vars-ours.fd");
+    run_ok(
+        our_bin("enroll")
+            .args(["ovmf", "--template", OVMF_VARS, "-k"])
+            .arg(&ours)
+            .arg("-o")
+            .arg(&vars_ours),
+    );
+    let predicted = predict_from_store(&vars_ours, &efi252);
+    // The key directory's lists are exactly what the store holds for PK, KEK and db
+    // (`enroll ovmf` adds only OVMF's placeholder dbx when the directory has none).
+    let mut from_dir = SecureBootVariables::from_key_dir(&ours).unwrap();
+    let store = VarStore::parse(fs::read(&vars_ours).unwrap()).unwrap();
+    let in_store = SecureBootVariables::from_varstore(&store, true);
+    assert_eq!(
+        (&from_dir.pk, &from_dir.kek, &from_dir.db),
+        (&in_store.pk, &in_store.kek, &in_store.db),
+        "key directory vs. enrolled store"
+    );
+    assert!(from_dir.dbx.is_none() && in_store.dbx.is_some());
+    from_dir.dbx = in_store.dbx.clone();
+    let authority = pcr7::authority_for_image(
+        &fs::read(ours.join("db.esl")).unwrap(),
+        &fs::read(&efi252).unwrap(),
+    )
+    .unwrap()
+    .expect("our db authorises our UKI");
+    assert_eq!(
+        pcr7::predict(&from_dir, &[authority]).banks,
+        predicted.banks
+    );
+    let outcome = boot(w, "ours-252", &efi252, &vars_ours);
+    assert_guest_pcr7(&outcome, &predicted, "our keys only, 252 stub, enroll ovmf");
+
+    // Our keys plus Microsoft's, 254 stub, the store written by virt-fw-vars.
+    let with_ms = w.join("with-ms");
+    genkey("Acme Corp", &with_ms, &[]);
+    let efi254 = build_uki(&root, &with_ms, &w.join("build254"), 254);
+    let vars_ms = common::uki_guest::enrolled_store(w, &with_ms);
+    let predicted_ms = predict_from_store(&vars_ms, &efi254);
+    assert_ne!(
+        predicted_ms.banks, predicted.banks,
+        "different key sets must predict different PCR 7 values"
+    );
+    let outcome = boot(w, "ms-254", &efi254, &vars_ms);
+    assert_guest_pcr7(&outcome, &predicted_ms, "virt-fw-vars store, 254 stub");
+}
