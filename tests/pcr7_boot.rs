@@ -3,9 +3,11 @@
 //! and by virt-fw-vars, UKIs on the systemd 252 and 254 stubs; the guest reads
 //! its own PCR 7 from the TPM and prints it on the serial console.
 //!
-//! Two boots cover the matrix: our keys only (252 stub, our store writer) and our
-//! keys plus Microsoft's (254 stub, virt-fw-vars' store). Each boot also checks that
-//! the prediction from the key directory equals the one from the store it boots.
+//! Three boots cover the matrix: our keys only (252 stub, our store writer), whose
+//! guest then appends a second db certificate through efivarfs (an append `.auth`
+//! made by efitools, not by us); the same store booted again, whose PCR 7 must equal
+//! the value predicted *before* the append was written; and our keys plus
+//! Microsoft's (254 stub, virt-fw-vars' store).
 
 mod common;
 
@@ -22,7 +24,9 @@ use sbkit::tpm::pcr7::{self, SecureBootVariables};
 
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
-/// Prints PCR 7 (sha256) and the event log's size, then powers off.
+/// Prints PCR 7 (sha256); then, when the rootfs carries `/sbkit/append.bin`
+/// (efivarfs attributes + an append `.auth`), writes it to db and prints the
+/// write's exit code; then powers off.
 const PCR7_INIT: &str = r#"#!/bin/sh
 mount -t proc proc /proc
 mount -t sysfs sys /sys
@@ -32,9 +36,34 @@ if [ -r /sys/class/tpm/tpm0/pcr-sha256/7 ]; then
 else
   echo "SBKIT-PCR pcr7=none"
 fi
+if [ -r /sbkit/append.bin ]; then
+  insmod /sbkit/efivarfs.ko 2>/dev/null
+  E=/sys/firmware/efi/efivars
+  mount -t efivarfs efivarfs $E || echo "SBKIT-GUEST: efivarfs mount failed"
+  DB=$E/db-d719b2cb-3d3a-4596-a3bc-dad00e67656f
+  # efivarfs marks db immutable; the append must reach the firmware.
+  chattr -i "$DB"
+  dd if=/sbkit/append.bin of="$DB" bs=1M 2>/dev/null
+  echo "SBKIT-APPEND rc=$?"
+fi
 echo "SBKIT-GUEST: PASS"
 poweroff -f
 "#;
+
+/// Adds `efivarfs.ko`, `chattr` (efitools' e2fsprogs build, with its libraries)
+/// and `append` (efivarfs payload) to the rootfs at `root`.
+fn add_append_writer(root: &Path, append: &[u8]) {
+    let assets = Assets::locate();
+    fs::create_dir_all(root.join("sbkit")).unwrap();
+    fs::copy(
+        assets.module("kernel/fs/efivarfs/efivarfs.ko"),
+        root.join("sbkit/efivarfs.ko"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("busybox", root.join("bin/insmod")).unwrap();
+    common::guest::copy_host_binary(&qemu::require_tool("chattr"), root);
+    fs::write(root.join("sbkit/append.bin"), append).unwrap();
+}
 
 /// `build-uki dir:ROOT -t uki` with `keys` on the systemd `stub` generation.
 fn build_uki(root: &Path, keys: &Path, out: &Path, stub: u32) -> PathBuf {
@@ -141,8 +170,77 @@ fn predicted_pcr7_equals_the_guests_for_both_stubs_and_both_store_writers() {
         pcr7::predict(&from_dir, &[authority]).banks,
         predicted.banks
     );
-    let outcome = boot(w, "ours-252", &efi252, &vars_ours);
-    assert_guest_pcr7(&outcome, &predicted, "our keys only, 252 stub, enroll ovmf");
+    // A second db certificate, appended from inside the guest with an efitools-made
+    // append `.auth` signed by our KEK. PCR 7 for the next boot is predicted from
+    // the store as it is now plus the planned append, before anything is written.
+    let other = w.join("other");
+    genkey("Other Corp", &other, &["--microsoft", "none"]);
+    let owner = common::tools::owner_guid(&other);
+    let new_esl = w.join("new-db.esl");
+    run_ok(
+        std::process::Command::new(qemu::require_tool("cert-to-efi-sig-list"))
+            .args(["-g", &owner])
+            .arg(other.join("db.pem"))
+            .arg(&new_esl),
+    );
+    let append_auth = w.join("append.auth");
+    run_ok(
+        std::process::Command::new(qemu::require_tool("sign-efi-sig-list"))
+            .args(["-a", "-t", "2030-01-01 00:00:00", "-k"])
+            .arg(ours.join("KEK.key"))
+            .arg("-c")
+            .arg(ours.join("KEK.pem"))
+            .arg("db")
+            .arg(&new_esl)
+            .arg(&append_auth),
+    );
+    let mut planned = in_store.clone();
+    planned.db = Some(
+        pcr7::append_signature_lists(
+            "db",
+            in_store.db.as_deref().unwrap(),
+            &fs::read(&new_esl).unwrap(),
+        )
+        .unwrap(),
+    );
+    let plan = pcr7::plan(
+        &in_store,
+        Some(&planned),
+        &[("norole.efi".into(), fs::read(&efi252).unwrap())],
+    )
+    .unwrap();
+    assert!(plan.unauthorised.is_empty(), "{:?}", plan.unauthorised);
+    assert!(plan.changes(), "a db append must change PCR 7");
+    assert_eq!(plan.before.banks, predicted.banks);
+    let predicted_after = plan.after.clone().unwrap();
+
+    let appender = w.join("rootfs-append");
+    busybox_rootfs(&appender, PCR7_INIT);
+    // DB_ATTRIBUTES | EFI_VARIABLE_APPEND_WRITE, then the .auth, as efivarfs takes it.
+    let payload = common::guest::efivarfs_payload(0x67, &fs::read(&append_auth).unwrap());
+    add_append_writer(&appender, &payload);
+    let efi_append = build_uki(&appender, &ours, &w.join("build-append"), 252);
+    let first = boot(w, "append-1", &efi_append, &vars_ours);
+    assert_guest_pcr7(&first, &plan.before, "before the append");
+    assert_eq!(
+        first.value("SBKIT-APPEND", "rc").as_deref(),
+        Some("0"),
+        "the firmware must take our KEK-signed append\n{first}"
+    );
+    let after_vars = w.join("run-append-1.fd");
+    let second = boot(w, "append-2", &efi_append, &after_vars);
+    assert_guest_pcr7(
+        &second,
+        &predicted_after,
+        "after the append (predicted before it)",
+    );
+    // The firmware's db now equals the planned value, byte for byte.
+    let store_after = VarStore::parse(fs::read(w.join("run-append-2.fd")).unwrap()).unwrap();
+    assert_eq!(
+        SecureBootVariables::from_varstore(&store_after, true).db,
+        planned.db,
+        "db after the append vs. the planned value"
+    );
 
     // Our keys plus Microsoft's, 254 stub, the store written by virt-fw-vars.
     let with_ms = w.join("with-ms");

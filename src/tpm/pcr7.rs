@@ -58,6 +58,16 @@ pub enum Pcr7Error {
         /// What the parser said.
         reason: String,
     },
+    /// A signature list to append is malformed.
+    #[error("the signature list to append to {name} is malformed at byte {offset}: {problem}")]
+    BadAppend {
+        /// Variable name.
+        name: String,
+        /// Offset of the problem in the appended data.
+        offset: usize,
+        /// What is wrong.
+        problem: String,
+    },
     /// An efivarfs file is shorter than its 4-byte attribute prefix.
     #[error(
         "{0} is shorter than the 4-byte efivarfs attribute prefix; is this an efivarfs mount?"
@@ -153,6 +163,101 @@ impl SecureBootVariables {
             dbt: None,
         })
     }
+}
+
+/// One `EFI_SIGNATURE_LIST` of raw signature-database bytes: its signature
+/// type, header bytes (list header + SignatureHeader) and entries.
+struct RawList<'a> {
+    signature_type: [u8; 16],
+    header: &'a [u8],
+    signature_size: usize,
+    entries: Vec<&'a [u8]>,
+}
+
+/// Splits signature-database bytes into lists, or says where they break.
+fn raw_lists(bytes: &[u8]) -> Result<Vec<RawList<'_>>, (usize, String)> {
+    let u32_at = |at: usize| -> Option<usize> {
+        let b = bytes.get(at..at.checked_add(4)?)?;
+        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    let mut lists = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let bad = |problem: &str| (at, problem.to_string());
+        let (list_size, header_size, signature_size) =
+            match (u32_at(at + 16), u32_at(at + 20), u32_at(at + 24)) {
+                (Some(l), Some(h), Some(s)) => (l, h, s),
+                _ => return Err(bad("truncated EFI_SIGNATURE_LIST header")),
+            };
+        let end = at
+            .checked_add(list_size)
+            .filter(|&end| end <= bytes.len())
+            .ok_or_else(|| bad("SignatureListSize runs past the end"))?;
+        let first = at
+            .checked_add(28)
+            .and_then(|h| h.checked_add(header_size))
+            .filter(|&first| first <= end)
+            .ok_or_else(|| bad("SignatureHeaderSize runs past the list"))?;
+        if signature_size == 0 || (end - first) % signature_size != 0 {
+            return Err(bad("the entries are not a whole number of SignatureSize"));
+        }
+        let mut signature_type = [0u8; 16];
+        signature_type.copy_from_slice(&bytes[at..at + 16]);
+        lists.push(RawList {
+            signature_type,
+            header: &bytes[at..first],
+            signature_size,
+            entries: bytes[first..end].chunks(signature_size).collect(),
+        });
+        at = end;
+    }
+    Ok(lists)
+}
+
+/// The value a variable has after an append write of `new` (signature lists)
+/// onto `existing`, as edk2 computes it: entries already present in a list of
+/// the same type and size are dropped, what remains of each new list is
+/// appended after the old data, and a new list left empty is dropped whole.
+pub fn append_signature_lists(
+    name: &str,
+    existing: &[u8],
+    new: &[u8],
+) -> Result<Vec<u8>, Pcr7Error> {
+    let bad = |(offset, problem): (usize, String)| Pcr7Error::BadAppend {
+        name: name.to_string(),
+        offset,
+        problem,
+    };
+    let old = raw_lists(existing).map_err(|(offset, problem)| Pcr7Error::BadList {
+        name: name.to_string(),
+        reason: format!("at byte {offset}: {problem}"),
+    })?;
+    let mut out = existing.to_vec();
+    for list in raw_lists(new).map_err(bad)? {
+        let kept: Vec<&[u8]> = list
+            .entries
+            .iter()
+            .filter(|entry| {
+                !old.iter().any(|o| {
+                    o.signature_type == list.signature_type
+                        && o.signature_size == list.signature_size
+                        && o.entries.contains(entry)
+                })
+            })
+            .copied()
+            .collect();
+        if kept.is_empty() {
+            continue;
+        }
+        let size = list.header.len() + kept.len() * list.signature_size;
+        let mut header = list.header.to_vec();
+        header[16..20].copy_from_slice(&(size as u32).to_le_bytes());
+        out.extend_from_slice(&header);
+        for entry in kept {
+            out.extend_from_slice(entry);
+        }
+    }
+    Ok(out)
 }
 
 /// A db entry that authorised a loaded image: the `EFI_SIGNATURE_DATA`
@@ -319,6 +424,104 @@ pub fn predict(vars: &SecureBootVariables, authorities: &[Authority]) -> Pcr7Pre
     Pcr7Prediction { banks, events }
 }
 
+impl Pcr7Prediction {
+    /// The events as systemd-pcrlock's `.pcrlock` JSON: one record per event
+    /// with its digest in every bank, which `systemd-pcrlock` combines into a
+    /// policy (e.g. `/var/lib/pcrlock.d/…/*.pcrlock`).
+    pub fn pcrlock(&self) -> serde_json::Value {
+        let banks = [
+            DigestAlgorithm::Sha1,
+            DigestAlgorithm::Sha256,
+            DigestAlgorithm::Sha384,
+            DigestAlgorithm::Sha512,
+        ];
+        let records: Vec<serde_json::Value> = self
+            .events
+            .iter()
+            .map(|event| {
+                let digests: Vec<serde_json::Value> = banks
+                    .iter()
+                    .map(|bank| {
+                        serde_json::json!({
+                            "hashAlg": bank.name(),
+                            "digest": hex::encode(bank.digest(&event.data)),
+                        })
+                    })
+                    .collect();
+                serde_json::json!({ "pcr": 7, "digests": digests })
+            })
+            .collect();
+        serde_json::json!({ "records": records })
+    }
+}
+
+/// One boot path's PCR 7 before and after a planned change of the variables.
+#[derive(Clone, Debug, Serialize)]
+pub struct Pcr7Plan {
+    /// PCR 7 with the variables as they are.
+    pub before: Pcr7Prediction,
+    /// PCR 7 once the change is made, when a change is planned.
+    pub after: Option<Pcr7Prediction>,
+    /// Images of the boot path that no db certificate authorises (before, after).
+    pub unauthorised: Vec<String>,
+}
+
+impl Pcr7Plan {
+    /// Whether the planned change moves PCR 7 (a volume sealed to it stops unlocking).
+    pub fn changes(&self) -> bool {
+        self.after
+            .as_ref()
+            .is_some_and(|after| after.banks != self.before.banks)
+    }
+}
+
+/// The authorities of `images` (in load order) under the db of `vars`; the
+/// names of images no db certificate authorises are added to `unauthorised`.
+fn authorities(
+    vars: &SecureBootVariables,
+    images: &[(String, Vec<u8>)],
+    when: &str,
+    unauthorised: &mut Vec<String>,
+) -> Result<Vec<Authority>, Pcr7Error> {
+    let mut out = Vec::new();
+    for (name, bytes) in images {
+        let found = match &vars.db {
+            Some(db) => authority_for_image(db, bytes)?,
+            None => None,
+        };
+        match found {
+            Some(a) => out.push(a),
+            None => unauthorised.push(format!("{name} ({when})")),
+        }
+    }
+    Ok(out)
+}
+
+/// PCR 7 for a boot that loads `images` (name, bytes; in load order, e.g.
+/// systemd-boot then the UKI) with `before`'s variables, and with `after`'s
+/// when a change is planned.
+pub fn plan(
+    before: &SecureBootVariables,
+    after: Option<&SecureBootVariables>,
+    images: &[(String, Vec<u8>)],
+) -> Result<Pcr7Plan, Pcr7Error> {
+    let mut unauthorised = Vec::new();
+    let now = authorities(before, images, "now", &mut unauthorised)?;
+    let before_prediction = predict(before, &now);
+    let after_prediction = match after {
+        Some(vars) => {
+            let then = authorities(vars, images, "after the change", &mut unauthorised)?;
+            Some(predict(vars, &then))
+        }
+        None => None,
+    };
+    Ok(Pcr7Plan {
+        before: before_prediction,
+        after: after_prediction,
+        unauthorised,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,6 +565,77 @@ mod tests {
         assert_eq!(once.events.len(), twice.events.len());
         assert_eq!(once.banks, twice.banks);
         assert_ne!(once.banks, predict(&vars, &[]).banks);
+    }
+
+    #[test]
+    fn pcrlock_records_replay_to_the_predicted_value() {
+        let vars = SecureBootVariables {
+            secure_boot: true,
+            db: Some(vec![1, 2, 3]),
+            ..Default::default()
+        };
+        let p = predict(&vars, &[]);
+        let lock = p.pcrlock();
+        let mut pcr = vec![0u8; 32];
+        for record in lock["records"].as_array().unwrap() {
+            assert_eq!(record["pcr"], 7);
+            let d = record["digests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["hashAlg"] == "sha256")
+                .unwrap();
+            pcr.extend(hex::decode(d["digest"].as_str().unwrap()).unwrap());
+            pcr = DigestAlgorithm::Sha256.digest(&pcr);
+        }
+        assert_eq!(hex::encode(pcr), p.value(DigestAlgorithm::Sha256).unwrap());
+    }
+
+    #[test]
+    fn a_plan_that_changes_db_changes_pcr7() {
+        let before = SecureBootVariables {
+            secure_boot: true,
+            db: Some(vec![1]),
+            ..Default::default()
+        };
+        let after = SecureBootVariables {
+            db: Some(vec![1, 2]),
+            ..before.clone()
+        };
+        // Neither db parses as a list with certificates: nothing is authorised,
+        // and a bad list is an error, not a silent "unchanged".
+        assert!(plan(&before, Some(&after), &[("x".into(), vec![0])]).is_err());
+        let p = plan(&before, Some(&after), &[]).unwrap();
+        assert!(p.changes());
+        assert!(!plan(&before, Some(&before), &[]).unwrap().changes());
+    }
+
+    /// One list of `n`-byte entries.
+    fn list(signature_type: u8, entries: &[&[u8]]) -> Vec<u8> {
+        let size = entries[0].len();
+        let mut out = vec![signature_type; 16];
+        out.extend(((28 + size * entries.len()) as u32).to_le_bytes());
+        out.extend(0u32.to_le_bytes());
+        out.extend((size as u32).to_le_bytes());
+        for e in entries {
+            out.extend_from_slice(e);
+        }
+        out
+    }
+
+    #[test]
+    fn append_drops_entries_already_present_and_keeps_the_rest_in_order() {
+        let old = list(1, &[b"aaaa", b"bbbb"]);
+        let new = [list(1, &[b"bbbb", b"cccc"]), list(2, &[b"aaaa"])].concat();
+        let after = append_signature_lists("db", &old, &new).unwrap();
+        assert_eq!(
+            after,
+            [old.clone(), list(1, &[b"cccc"]), list(2, &[b"aaaa"])].concat()
+        );
+        // Re-applying the same append changes nothing.
+        assert_eq!(append_signature_lists("db", &after, &new).unwrap(), after);
+        let err = append_signature_lists("db", &old, &new[..30]).unwrap_err();
+        assert!(err.to_string().contains("malformed at byte 0"), "{err}");
     }
 
     #[test]

@@ -241,20 +241,8 @@ impl Initramfs {
             .to_string_lossy()
             .into_owned();
         self.host_file(&format!("usr/bin/{name}"), host, 0o755);
-        let out = Command::new("ldd")
-            .arg(host)
-            .output()
-            .unwrap_or_else(|e| panic!("running ldd {}: {e}", host.display()));
-        // Lines look like "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)" or
-        // "/lib64/ld-linux-x86-64.so.2 (0x…)"; linux-vdso has no file.
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let lib = line
-                .split_whitespace()
-                .find(|word| word.starts_with('/'))
-                .map(str::to_string);
-            if let Some(lib) = lib {
-                self.host_file(&lib, Path::new(&lib), 0o755);
-            }
+        for lib in shared_libraries(host) {
+            self.host_file(&lib.to_string_lossy(), &lib, 0o755);
         }
         self
     }
@@ -390,4 +378,39 @@ pub fn efivarfs_payload(attributes: u32, data: &[u8]) -> Vec<u8> {
     let mut out = attributes.to_le_bytes().to_vec();
     out.extend_from_slice(data);
     out
+}
+
+/// The shared libraries `ldd` names for `host` (the dynamic loader included).
+fn shared_libraries(host: &Path) -> Vec<PathBuf> {
+    let out = Command::new("ldd")
+        .arg(host)
+        .output()
+        .unwrap_or_else(|e| panic!("running ldd {}: {e}", host.display()));
+    // Lines look like "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)" or
+    // "/lib64/ld-linux-x86-64.so.2 (0x…)"; linux-vdso has no file.
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().find(|w| w.starts_with('/')))
+        .map(PathBuf::from)
+        .collect()
+}
+
+/// Copies a dynamically linked host program into a root filesystem at `root` as
+/// `/usr/bin/<name>`, with its shared libraries at the host's paths (like
+/// [`Initramfs::host_binary`] does for an archive).
+pub fn copy_host_binary(host: &Path, root: &Path) {
+    let name = host
+        .file_name()
+        .unwrap_or_else(|| panic!("{} has no file name", host.display()));
+    let mut files = vec![(host.to_path_buf(), root.join("usr/bin").join(name))];
+    for lib in shared_libraries(host) {
+        let inside = root.join(lib.strip_prefix("/").unwrap_or(&lib));
+        files.push((lib, inside));
+    }
+    for (from, to) in files {
+        std::fs::create_dir_all(to.parent().expect("a path in the rootfs has a parent"))
+            .unwrap_or_else(|e| panic!("creating the directory of {}: {e}", to.display()));
+        std::fs::copy(&from, &to)
+            .unwrap_or_else(|e| panic!("copying {} to {}: {e}", from.display(), to.display()));
+    }
 }
