@@ -23,6 +23,7 @@ pub mod keys;
 pub mod launcher;
 pub mod media;
 pub mod pe;
+pub mod progress;
 pub mod provision;
 pub mod rootfs;
 pub mod secret;

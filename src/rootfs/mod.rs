@@ -5,6 +5,8 @@
 //! systemd-boot and os-release inside a root filesystem.
 //!
 //! - [`discover`]: boot files inside a rootfs directory.
+//! - [`boot_files`]: the kernels, stub, systemd-boot, os-release and init of
+//!   a rootfs or image, as one value.
 //! - [`options`]: platform, insecure registries, credentials file, limits.
 //! - [`digest`], [`manifest`]: content digests and OCI/Docker documents.
 //! - [`store`], [`resolve`], [`registry`], [`daemon`]: the transports, down to
@@ -13,6 +15,7 @@
 //! - [`flatten`]: layers, top-down, into initramfs entries.
 //! - [`image`]: all of it into a compressed initrd plus the boot files.
 
+pub mod boot_files;
 pub mod daemon;
 pub mod digest;
 pub mod discover;

@@ -24,6 +24,7 @@ use super::manifest::{Descriptor, MANIFEST_ACCEPT};
 use super::options::ImageOptions;
 use super::resolve::{resolve_descriptor, BlobOpener, Resolved};
 use super::store::MAX_DOCUMENT;
+use crate::progress::{Progress, ReadProgress, Task, Unit};
 
 /// Docker Hub's registry name in references and its API endpoint.
 const DOCKER_HUB: &str = "docker.io";
@@ -585,13 +586,13 @@ fn urlencode(s: &str) -> String {
 
 struct RegistryOpener {
     client: Client,
-    bar: indicatif::ProgressBar,
+    bar: Arc<dyn Task>,
 }
 
 impl BlobOpener for RegistryOpener {
     fn open(&self, _index: usize, layer: &LayerRef) -> Result<Box<dyn Read + Send>, ImageError> {
         let r = self.client.blob(&layer.digest)?;
-        Ok(Box::new(self.bar.wrap_read(r)))
+        Ok(Box::new(ReadProgress::new(r, self.bar.clone())))
     }
 }
 
@@ -601,7 +602,7 @@ impl BlobOpener for RegistryOpener {
 pub fn resolve_registry(
     reference: &Reference,
     opts: &ImageOptions,
-    progress: &indicatif::MultiProgress,
+    progress: &dyn Progress,
 ) -> Result<Resolved, ImageError> {
     let client = Client::connect(reference, opts)?;
     let (bytes, ctype, header_digest) = client.manifest(&reference.manifest_ref())?;
@@ -652,14 +653,8 @@ pub fn resolve_registry(
     };
     let m = resolve_descriptor(&desc, &opts.platform, &mut fetch)?;
     let total: u64 = m.layers.iter().filter_map(|l| l.size).sum();
-    let bar = progress.add(indicatif::ProgressBar::new(total));
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "pulling {msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar.set_message(reference.to_string());
+    let bar: Arc<dyn Task> = Arc::from(progress.start("pulling", Unit::Bytes, Some(total)));
+    bar.set_message(&reference.to_string());
     Ok(Resolved {
         description: format!(
             "{reference} (manifest {}, config {}, {}, {} layers)",
