@@ -16,8 +16,8 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use sbkit::progress::{Progress, Unit};
 use sbkit::initrd::{build_initrd, Compression, InitrdError, InitrdOptions};
+use sbkit::progress::{Progress, Unit};
 
 const MTIME: u32 = 1_600_000_000;
 

@@ -25,13 +25,13 @@ use crate::progress::{Progress, Unit};
 use crate::rootfs::boot_files::BootFiles;
 use crate::rootfs::discover::{self, KERNEL_PLACES, SDBOOT_PATH, STUB_PATH};
 use crate::rootfs::Source;
-use stage::Staging;
 use crate::store::signing::SigningKeys;
 use crate::uki::assemble::{self, PcrPolicy, UkiPayload};
 use crate::uki::entries::{entry_conf, plan_entries, CmdlinePlan, Entry};
 use crate::uki::kernel::{check_kernel, kernel_release};
 use crate::uki::pcr::PhasePath;
 use crate::uki::stub;
+use stage::Staging;
 
 /// The command line of an entry when none is given: a serial and a VGA console.
 /// `rdinit=` is added when the rootfs has no `/init` (the kernel runs `/init`
@@ -319,7 +319,11 @@ fn check_flags(opts: &BuildUkiOptions) -> Result<(), BuildUkiError> {
     if let Some(c) = &opts.extend_cmdline {
         cmdlines.push(("--extend-cmdline", c));
     }
-    cmdlines.extend(opts.extra_cmdline.iter().map(|c| ("--extra-cmdline", c.as_str())));
+    cmdlines.extend(
+        opts.extra_cmdline
+            .iter()
+            .map(|c| ("--extra-cmdline", c.as_str())),
+    );
     cmdlines.extend(
         opts.single_efi_cmdline
             .iter()
@@ -339,7 +343,9 @@ fn check_entries(entries: &[Entry], warnings: &mut Vec<String>) -> Result<(), Bu
     for e in entries {
         names::file_stem("entry name", &e.name)?;
         names::config_line(&format!("title of entry {}", e.name), &e.title)?;
-        if let Some(w) = names::cmdline(&format!("the command line of entry {}", e.name), &e.cmdline)? {
+        if let Some(w) =
+            names::cmdline(&format!("the command line of entry {}", e.name), &e.cmdline)?
+        {
             warnings.push(w);
         }
         if !seen.insert(e.name.as_str()) {
@@ -355,7 +361,10 @@ fn check_entries(entries: &[Entry], warnings: &mut Vec<String>) -> Result<(), Bu
 /// Runs build-uki: inputs → initrd → each entry assembled and signed in
 /// memory → every output staged and renamed into `-d` together. On any error
 /// nothing of this run is left in `-d`.
-pub fn run(opts: &BuildUkiOptions, progress: &dyn Progress) -> Result<BuildUkiReport, BuildUkiError> {
+pub fn run(
+    opts: &BuildUkiOptions,
+    progress: &dyn Progress,
+) -> Result<BuildUkiReport, BuildUkiError> {
     let mut warnings = Vec::new();
     check_flags(opts)?;
 
@@ -504,7 +513,11 @@ pub fn run(opts: &BuildUkiOptions, progress: &dyn Progress) -> Result<BuildUkiRe
     let dtb = opts.dtb.as_deref().map(read).transpose()?;
 
     // Every entry is assembled and signed in memory first.
-    let task = progress.start("assembling and signing", Unit::Items, Some(entries.len() as u64));
+    let task = progress.start(
+        "assembling and signing",
+        Unit::Items,
+        Some(entries.len() as u64),
+    );
     let mut built = Vec::new();
     let mut images = Vec::new();
     for entry in &entries {

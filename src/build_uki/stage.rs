@@ -238,11 +238,16 @@ mod tests {
         let mut s = Staging::new(&out).unwrap();
         s.write("a.efi", b"A").unwrap();
         s.write("a.conf", b"C").unwrap();
-        assert!(names_in(&out).iter().all(|n| n.starts_with(".sbkit-stage-")));
+        assert!(names_in(&out)
+            .iter()
+            .all(|n| n.starts_with(".sbkit-stage-")));
         let paths = s.commit().unwrap();
         assert_eq!(paths, [out.join("a.efi"), out.join("a.conf")]);
         assert_eq!(names_in(&out), ["a.conf", "a.efi"]);
-        let mode = std::fs::metadata(out.join("a.efi")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(out.join("a.efi"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o644);
     }
 
@@ -274,7 +279,9 @@ mod tests {
         s.write("b.efi", b"new").unwrap();
         let e = s.commit().unwrap_err();
         assert!(matches!(e, StageError::InTheWay { .. }), "{e}");
-        assert!(e.to_string().contains("b.efi exists and is not a regular file"));
+        assert!(e
+            .to_string()
+            .contains("b.efi exists and is not a regular file"));
         assert_eq!(names_in(out), ["a.efi", "b.efi"]);
         assert_eq!(std::fs::read(out.join("a.efi")).unwrap(), b"old");
     }

@@ -37,8 +37,8 @@ pub use archive::ArchiveWriter;
 pub use compress::{Compression, Compressor};
 pub use entry::{DeviceNumber, Entry, EntryKind, HardLink};
 
-use cpio::CpioError;
 use crate::progress::Task;
+use cpio::CpioError;
 
 /// Buffer between the archive writer and the compressor; fixed size.
 const STAGE_BUF_LEN: usize = 256 * 1024;

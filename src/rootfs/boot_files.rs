@@ -92,7 +92,6 @@ impl BootFiles {
                 .map(|p| p.to_string()),
         }
     }
-
 }
 
 #[cfg(test)]

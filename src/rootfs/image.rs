@@ -33,12 +33,12 @@ use crate::initrd::{ArchiveWriter, Compressor, Entry, EntryKind, InitrdOptions, 
 use super::boot_files::{BootFile, BootFiles, Kernel, INIT_CANDIDATES, OS_RELEASE_PATHS};
 use super::discover::{sort_kernels, KernelCandidate, SDBOOT_PATH, STUB_PATH};
 use super::error::ImageError;
-use crate::progress::{Progress, Task, Unit};
 use super::flatten::{FlattenError, FlattenReport, Flattener, Sink, Tree};
 use super::layer::{self, Budget, ErrorSlot, VerifiedLayer};
 use super::resolve::{self, Resolved};
 use super::store::{DirStore, TarStore};
 use super::{ImageSource, Transport};
+use crate::progress::{Progress, Task, Unit};
 
 /// Files copied aside while streaming are limited to this much in total.
 const CAPTURE_LIMIT: u64 = 1 << 30;
@@ -458,7 +458,9 @@ fn boot_files(
                     if name_ok(&name) {
                         candidates.push(KernelCandidate {
                             path: PathBuf::from(format!("boot/{}", String::from_utf8_lossy(&name))),
-                            version: String::from_utf8_lossy(rest).trim_start_matches('-').to_string(),
+                            version: String::from_utf8_lossy(rest)
+                                .trim_start_matches('-')
+                                .to_string(),
                         });
                     }
                 }

@@ -496,11 +496,14 @@ pub fn resolve_tar(file: &std::path::Path, spec: &str) -> Result<(Resolved, u64)
     struct FileOpener(std::path::PathBuf);
     impl BlobOpener for FileOpener {
         fn open(&self, _: usize, _: &LayerRef) -> Result<Box<dyn Read + Send>, ImageError> {
-            let f = std::fs::File::open(&self.0).map_err(ImageError::io(&self.0))?;
+            let f = super::store::open_regular(&self.0, true)?;
             Ok(Box::new(f))
         }
     }
-    let len = std::fs::metadata(file).map_err(ImageError::io(file))?.len();
+    let len = super::store::open_regular(file, true)?
+        .metadata()
+        .map_err(ImageError::io(file))?
+        .len();
     // No digest is known; the layer is hashed anyway and compared to itself.
     let placeholder = Digest::sha256_of(spec.as_bytes());
     Ok((
