@@ -20,7 +20,7 @@ use serde::Deserialize;
 use super::digest::Digest;
 use super::error::ImageError;
 use super::layer::LayerRef;
-use super::manifest::{Descriptor, MANIFEST_ACCEPT};
+use super::manifest::{descriptor_for, Descriptor, MANIFEST_ACCEPT};
 use super::options::ImageOptions;
 use super::resolve::{resolve_descriptor, BlobOpener, Resolved};
 use super::store::MAX_DOCUMENT;
@@ -716,24 +716,24 @@ pub fn resolve_registry(
         }
     }
     let top_digest = reference.digest.clone().unwrap_or(top);
-    let desc = Descriptor {
-        media_type: ctype,
-        digest: top_digest.to_string(),
-        size: bytes.len() as u64,
-        platform: None,
-        annotations: BTreeMap::new(),
-    };
+    let desc = descriptor_for(&ctype, &top_digest, bytes.len() as u64).map_err(|problem| {
+        ImageError::Registry {
+            registry: reference.registry.clone(),
+            problem: format!("manifest digest {top_digest}: {problem}"),
+        }
+    })?;
     let first = Mutex::new(Some(bytes));
     let mut fetch = |d: &Descriptor, what: &str| -> Result<Vec<u8>, ImageError> {
-        if d.digest == desc.digest {
+        if d.digest() == desc.digest() {
             if let Some(b) = first.lock().ok().and_then(|mut f| f.take()) {
                 return Ok(b);
             }
         }
+        let digest = d.digest().to_string();
         if what == "config" {
-            client.small_blob(&d.digest)
+            client.small_blob(&digest)
         } else {
-            client.manifest(&d.digest).map(|(b, _, _)| b)
+            client.manifest(&digest).map(|(b, _, _)| b)
         }
     };
     let m = resolve_descriptor(&desc, &opts.platform, &mut fetch)?;
