@@ -38,6 +38,17 @@ pub enum StageError {
     /// An output name is not a plain file name.
     #[error(transparent)]
     Name(#[from] names::BadName),
+    /// A commit failed and putting the previous files back failed too: the
+    /// staging directory is kept so that nothing is lost.
+    #[error("{first}; and restoring the previous outputs failed ({problem}): they are kept in {kept}, move them back by hand")]
+    RollbackFailed {
+        /// Why the commit failed.
+        first: Box<StageError>,
+        /// Why the rollback failed.
+        problem: String,
+        /// The kept staging directory (previous files under `.replaced/`).
+        kept: String,
+    },
 }
 
 fn werr(path: &Path) -> impl FnOnce(std::io::Error) -> StageError + '_ {
@@ -181,12 +192,27 @@ impl Staging {
         }
         if let Err(e) = result {
             // Undo in reverse: the output directory returns to what it held.
+            let mut failed = Vec::new();
             for (name, had_old) in done.iter().rev() {
                 let target = self.out.join(name);
-                if *had_old {
-                    let _ = std::fs::rename(backups.join(name), &target);
+                let undone = if *had_old {
+                    std::fs::rename(backups.join(name), &target)
                 } else {
-                    let _ = std::fs::remove_file(&target);
+                    std::fs::remove_file(&target)
+                };
+                if let Err(u) = undone {
+                    failed.push(format!("{}: {u}", target.display()));
+                }
+            }
+            if !failed.is_empty() {
+                // The previous files may still be under `.replaced/`: keep them.
+                if let Some(dir) = self.dir.take() {
+                    let kept = dir.keep();
+                    return Err(StageError::RollbackFailed {
+                        first: Box::new(e),
+                        problem: failed.join("; "),
+                        kept: kept.display().to_string(),
+                    });
                 }
             }
             return Err(e);
@@ -283,6 +309,23 @@ mod tests {
             .to_string()
             .contains("b.efi exists and is not a regular file"));
         assert_eq!(names_in(out), ["a.efi", "b.efi"]);
+        assert_eq!(std::fs::read(out.join("a.efi")).unwrap(), b"old");
+    }
+
+    #[test]
+    fn a_rename_failing_midway_puts_everything_back() {
+        let t = tempfile::tempdir().unwrap();
+        let out = t.path();
+        std::fs::write(out.join("a.efi"), b"old").unwrap();
+        let mut s = Staging::new(out).unwrap();
+        s.write("a.efi", b"new").unwrap();
+        s.write("b.efi", b"new").unwrap();
+        // The second staged file vanishes: its rename fails after the first
+        // one replaced a.efi.
+        std::fs::remove_file(s.stage_dir().join("b.efi")).unwrap();
+        let e = s.commit().unwrap_err();
+        assert!(matches!(e, StageError::Write { .. }), "{e}");
+        assert_eq!(names_in(out), ["a.efi"]);
         assert_eq!(std::fs::read(out.join("a.efi")).unwrap(), b"old");
     }
 
