@@ -23,7 +23,7 @@ use crate::keys::DigestAlgorithm;
 use crate::media::names;
 use crate::progress::{Progress, Unit};
 use crate::rootfs::boot_files::BootFiles;
-use crate::rootfs::discover::{self, KERNEL_PLACES, SDBOOT_PATH, STUB_PATH};
+use crate::rootfs::discover::{self, KERNEL_PLACES, STUB_PATH};
 use crate::rootfs::Source;
 use crate::store::signing::SigningKeys;
 use crate::uki::assemble::{self, PcrPolicy, UkiPayload};
@@ -298,11 +298,6 @@ fn choose_stub(
         "no systemd-stub: looked at {}/{STUB_PATH} and {BUILTIN_STUB}; install systemd-boot-efi in the image or give --stub FILE",
         boot.map_or("<no rootfs>", |b| b.origin.as_str())
     )))
-}
-
-/// The path of systemd-boot in a rootfs, for later ISO assembly.
-pub fn rootfs_sdboot(root: &Path) -> Option<PathBuf> {
-    discover::find_file(root, SDBOOT_PATH)
 }
 
 /// Checks every name and value that becomes a file name or a loader-entry
