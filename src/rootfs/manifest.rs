@@ -115,10 +115,11 @@ fn describe_platform(p: &DescriptorPlatform) -> String {
 /// A metadata document (as fetched) is one of these.
 #[derive(Clone, Debug)]
 pub enum Document {
-    /// An index or manifest list.
-    Index(Index),
+    /// An index or manifest list (boxed, like the manifest: `oci-spec`'s
+    /// types are several hundred bytes each).
+    Index(Box<Index>),
     /// An image manifest.
-    Manifest(Manifest),
+    Manifest(Box<Manifest>),
 }
 
 /// Parses a manifest or index, by its declared media type (`hint`, e.g. a
@@ -154,11 +155,11 @@ pub fn parse_document(bytes: &[u8], hint: Option<&str>) -> Result<Document, Stri
     };
     if is_index {
         serde_json::from_slice::<Index>(bytes)
-            .map(Document::Index)
+            .map(|i| Document::Index(Box::new(i)))
             .map_err(|e| format!("index does not parse: {e}"))
     } else {
         serde_json::from_slice::<Manifest>(bytes)
-            .map(Document::Manifest)
+            .map(|m| Document::Manifest(Box::new(m)))
             .map_err(|e| format!("manifest does not parse: {e}"))
     }
 }

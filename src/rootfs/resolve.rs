@@ -258,7 +258,7 @@ pub fn resolve_oci(
         ));
     }
     let index: manifest::Index = match parse_document(&index_bytes, None) {
-        Ok(Document::Index(i)) => i,
+        Ok(Document::Index(i)) => *i,
         Ok(Document::Manifest(_)) => {
             return Err(ImageError::source(
                 spec,
