@@ -162,6 +162,9 @@ pub enum BuildUkiError {
     /// Reading, verifying or flattening a container image failed.
     #[error(transparent)]
     Image(#[from] crate::rootfs::ImageError),
+    /// Two entries of one build would get the same name (and file).
+    #[error("two entries are both called {0:?}; give --single-efi-cmdline titles that stay distinct after lower-casing and turning punctuation into _, and differ from the -n name's _extraN entries")]
+    DuplicateEntry(String),
     /// A name or value that would become a path or a loader-entry line is unsafe.
     #[error(transparent)]
     Name(#[from] names::BadName),
@@ -344,10 +347,7 @@ fn check_entries(entries: &[Entry], warnings: &mut Vec<String>) -> Result<(), Bu
             warnings.push(w);
         }
         if !seen.insert(e.name.as_str()) {
-            return Err(BuildUkiError::Missing(format!(
-                "two entries are both called {:?}; give --single-efi-cmdline titles that differ (after lower-casing and replacing punctuation with _) from each other and from {0:?}_extraN",
-                e.name
-            )));
+            return Err(BuildUkiError::DuplicateEntry(e.name.clone()));
         }
     }
     Ok(())
