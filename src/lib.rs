@@ -22,6 +22,7 @@ pub mod initrd;
 pub mod keys;
 pub mod launcher;
 pub mod media;
+pub mod names;
 pub mod pe;
 pub mod progress;
 pub mod provision;

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::initrd::{build_initrd, Compression, InitrdOptions, InitrdStats};
 use crate::keys::DigestAlgorithm;
-use crate::media::names;
+use crate::names;
 use crate::progress::{Progress, Unit};
 use crate::rootfs::boot_files::BootFiles;
 use crate::rootfs::discover::{self, KERNEL_PLACES, STUB_PATH};

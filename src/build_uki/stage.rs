@@ -11,7 +11,7 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::media::names;
+use crate::names;
 
 /// Writing or committing the outputs failed.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,8 @@
 //! lines of `loader/entries/<name>.conf`, which systemd-boot reads one line
 //! per key. So a `/` or `..` in a name would write outside the output
 //! directory, and a newline in a value would add a line (`efi /EFI/evil.efi`)
-//! that the boot loader obeys. Every such value passes through here.
+//! that the boot loader obeys. Every such value passes through here; key and
+//! layout names that become file names use [`file_stem`] too.
 
 /// The longest file stem accepted: leaves room for the suffixes build-uki
 /// adds (`_extra12`, `_debug_shell`, `.conf`) under the usual 255-byte limit.
