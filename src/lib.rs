@@ -11,6 +11,8 @@
 //! - [`secret`]: secrets in locked, wiped memory; passphrase/PIN sources (prompt, file, env).
 //! - [`backup`]: encrypted key backups (age, `openssl enc -aes-256-cbc -pbkdf2`).
 //! - [`provision`]: token-held signing keys: generate in memory, back up, load onto PKCS#11 tokens and YubiKey PIV cards, verify, audit.
+//! - [`progress`]: how long-running library work reports progress (implemented with bars in `cli`).
+//! - [`names`]: checks on names and values that become file names or configuration lines.
 
 pub mod backup;
 pub mod build_uki;
@@ -22,7 +24,9 @@ pub mod initrd;
 pub mod keys;
 pub mod launcher;
 pub mod media;
+pub mod names;
 pub mod pe;
+pub mod progress;
 pub mod provision;
 pub mod rootfs;
 pub mod secret;

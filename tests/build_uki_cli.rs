@@ -365,3 +365,170 @@ fn bad_inputs_are_clear_errors_and_leave_no_efi() {
         files(&out)
     );
 }
+
+/// Every file below `dir`, as paths relative to it.
+fn all_files(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(base).unwrap().display().to_string());
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(base, &p, out);
+            }
+        }
+    }
+    let mut v = Vec::new();
+    walk(dir, dir, &mut v);
+    v.sort();
+    v
+}
+
+#[test]
+fn a_failure_on_the_second_entry_leaves_no_output_at_all() {
+    let work = tempfile::tempdir().unwrap();
+    let (keys, root) = fixture(work.path());
+    let out = work.path().join("build");
+    // The second entry's file cannot be written: a directory holds its name.
+    // (Before the build was one transaction, norole.efi and norole.conf
+    // stayed behind while the message said nothing was.)
+    fs::create_dir_all(out.join("norole_debug.efi/keep")).unwrap();
+    let err = run_fails(&mut build_uki(
+        &root,
+        &keys,
+        &out,
+        &["--single-efi-cmdline", "Debug: rd.debug"],
+    ));
+    assert_eq!(
+        all_files(&out),
+        ["norole_debug.efi", "norole_debug.efi/keep"],
+        "only what was there before may remain (no entry, no staging files): {err}"
+    );
+    assert!(
+        err.contains("norole_debug.efi exists and is not a regular file")
+            && err.contains("no output of this run was left behind"),
+        "{err}"
+    );
+
+    // A run refused when its entries are planned (two titles that make one
+    // name), into an output directory that did not exist: not even the
+    // directory is left.
+    let fresh = work.path().join("fresh/out");
+    let err = run_fails(&mut build_uki(
+        &root,
+        &keys,
+        &fresh,
+        &[
+            "--single-efi-cmdline",
+            "Debug: rd.debug",
+            "--single-efi-cmdline",
+            "debug: rd.shell",
+        ],
+    ));
+    assert!(err.contains("norole_debug"), "{err}");
+    assert!(
+        !fresh.exists(),
+        "{:?}",
+        all_files(&work.path().join("fresh"))
+    );
+
+    // The same run, repaired, writes every output together.
+    fs::remove_dir_all(out.join("norole_debug.efi")).unwrap();
+    run_ok(&mut build_uki(
+        &root,
+        &keys,
+        &out,
+        &["--single-efi-cmdline", "Debug: rd.debug"],
+    ));
+    assert_eq!(
+        files(&out),
+        [
+            "norole.conf",
+            "norole.efi",
+            "norole_debug.conf",
+            "norole_debug.efi"
+        ]
+    );
+}
+
+#[test]
+fn names_and_lines_that_would_escape_or_inject_are_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let (keys, root) = fixture(work.path());
+    let out = work.path().join("a/b/build");
+    let cases: &[(&[&str], &str)] = &[
+        (&["-n", "../../escape"], "path separator"),
+        (&["-t", "iso", "-n", "../../escape"], "path separator"),
+        (&["-t", "container", "-n", "../escape"], "path separator"),
+        (&["-n", ".."], "starts with '.'"),
+        (&["-n", "a\nb"], "contains '\\n'"),
+        (
+            &["--boot-branding", "My OS\nefi /EFI/evil.efi"],
+            "control character '\\n'",
+        ),
+        (
+            &[
+                "--include-cmdline-in-config",
+                "--cmdline",
+                "quiet\nefi /EFI/evil.efi",
+            ],
+            "control character '\\n'",
+        ),
+        (
+            &[
+                "--include-cmdline-in-config",
+                "--extra-cmdline",
+                "rd.debug\r\nefi /EFI/evil.efi",
+            ],
+            "control character '\\r'",
+        ),
+        (
+            &["--single-efi-cmdline", "Debug\nefi /x.efi: rd.debug"],
+            "control character '\\n'",
+        ),
+    ];
+    for (flags, why) in cases {
+        let mut c = our_bin("build-uki");
+        c.arg(format!("dir:{}", root.display()))
+            .args(["--stub", &stub254(), "-d"])
+            .arg(&out)
+            .arg("-k")
+            .arg(&keys)
+            .args(*flags);
+        if !flags.contains(&"-t") {
+            c.args(["-t", "uki"]);
+        }
+        let err = run_fails(&mut c);
+        assert!(err.contains(why), "{flags:?}: {err}");
+        assert!(
+            err.contains("; use letters") || err.contains("; write it on one line"),
+            "{flags:?}: the message must say how to fix it: {err}"
+        );
+    }
+    let escaped: Vec<String> = all_files(work.path())
+        .into_iter()
+        .filter(|f| f.contains("escape") || f.contains("evil") || f.ends_with(".efi"))
+        .collect();
+    assert!(escaped.is_empty(), "written: {escaped:?}");
+    assert!(!out.exists(), "{:?}", all_files(&work.path().join("a")));
+}
+
+#[test]
+fn a_command_line_over_the_kernel_limit_is_built_with_a_warning() {
+    let work = tempfile::tempdir().unwrap();
+    let (keys, root) = fixture(work.path());
+    let out = work.path().join("build");
+    let long = format!("console=ttyS0 {}", "x".repeat(2100));
+    let run = run_ok(&mut build_uki(&root, &keys, &out, &["--cmdline", &long]));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("warning:") && stderr.contains("2047 bytes"),
+        "{stderr}"
+    );
+    // A short one gets no such warning.
+    let run = run_ok(&mut build_uki(&root, &keys, &out, &["--cmdline", "quiet"]));
+    assert!(
+        !String::from_utf8_lossy(&run.stderr).contains("2047 bytes"),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}

@@ -335,3 +335,81 @@ fn archives_past_the_limits_are_refused() {
     );
     assert!(e.contains("--max-path-length"), "{e}");
 }
+
+/// Runs build-uki on `spec`, which must fail within `secs` seconds (a hang
+/// is killed and reported); returns stderr.
+fn refused_within(case: &Case, spec: &str, secs: u64) -> String {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let run = tempfile::tempdir().unwrap();
+    let out = run.path().join("out");
+    let mut child = our_bin("build-uki")
+        .arg(spec)
+        .args(["-t", "uki", "-d"])
+        .arg(&out)
+        .arg("-k")
+        .arg(&case.keys)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(secs) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{spec}: build-uki still running after {secs} s (it hangs)");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{spec}: succeeded");
+    assert!(!out.exists() || fs::read_dir(&out).unwrap().next().is_none());
+    stderr
+}
+
+#[test]
+fn fifos_in_a_layout_are_refused_not_waited_on() {
+    let case = Case::new();
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+
+    // index.json as a FIFO: nothing ever writes to it.
+    let dir = w.join("fifo-index");
+    layout(&dir, &[good_base()], Z::Gzip);
+    fs::remove_file(dir.join("index.json")).unwrap();
+    nix::unistd::mkfifo(&dir.join("index.json"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let e = refused_within(&case, &format!("oci:{}", dir.display()), 60);
+    assert!(
+        e.contains("index.json") && e.contains("is a FIFO") && e.contains("regular file"),
+        "{e}"
+    );
+
+    // A layer blob as a FIFO.
+    let dir = w.join("fifo-blob");
+    let (_, img) = layout(&dir, &[good_base()], Z::Gzip);
+    let path = blob(&dir, &img.layers[0]);
+    fs::remove_file(&path).unwrap();
+    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let e = refused_within(&case, &format!("oci:{}", dir.display()), 60);
+    assert!(
+        e.contains(&img.layers[0][7..]) && e.contains("is a FIFO"),
+        "{e}"
+    );
+
+    // An archive source that is a FIFO.
+    let fifo = w.join("image.tar");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    for spec in [
+        format!("oci-archive:{}", fifo.display()),
+        format!("docker-archive:{}", fifo.display()),
+        format!("tar:{}", fifo.display()),
+    ] {
+        let e = refused_within(&case, &spec, 60);
+        assert!(e.contains("is not a regular file (a FIFO"), "{spec}: {e}");
+    }
+}

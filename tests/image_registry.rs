@@ -213,3 +213,131 @@ fn https_registries_are_verified_unless_allowed_insecure() {
     let e = run_fails(&mut build(None));
     assert!(e.contains("--allow-insecure-registries"), "{e}");
 }
+
+/// A loopback HTTP server standing in for a token service: records each
+/// request's head and answers with a token.
+struct Realm {
+    host: String,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Realm {
+    fn start() -> Realm {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 64 * 1024 {
+                    match conn.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => break,
+                    }
+                }
+                seen.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&head).into_owned());
+                let body = br#"{"token":"not-a-valid-token"}"#;
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(body);
+            }
+        });
+        Realm { host, requests }
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+#[test]
+fn credentials_go_to_another_host_or_over_http_only_when_allowed_explicitly() {
+    // A real registry whose Bearer challenge names a token service on
+    // another host (here another port of loopback, plain HTTP).
+    let realm = Realm::start();
+    let realm_url = format!("http://{}/token", realm.host);
+    let reg = LocalRegistry::start_token_auth(&realm_url);
+    let spec = format!("{}/private/os:1", reg.host);
+    let (_cfg_dir, cfg) = reg.docker_config("builder", "s3cret-pass");
+    let mut opts = insecure(&reg.host);
+    opts.docker_config = Some(cfg);
+
+    let e = try_flatten_spec(&spec, opts.clone())
+        .err()
+        .expect("credentials must not go to the realm");
+    assert!(
+        e.contains("refusing to send the Docker credentials")
+            && e.contains("another host")
+            && e.contains(&format!("SBKIT_REGISTRY_AUTH_HOSTS={}", realm.host)),
+        "{e}"
+    );
+    assert!(
+        realm.requests().is_empty(),
+        "the realm was contacted: {:?}",
+        realm.requests()
+    );
+
+    // Without credentials the token service is asked anonymously (nothing
+    // secret is sent); its token is then refused by the registry.
+    let mut anonymous = insecure(&reg.host);
+    let empty_dir = tempfile::tempdir().unwrap();
+    let empty = empty_dir.path().join("config.json");
+    fs::write(&empty, b"{}").unwrap();
+    anonymous.docker_config = Some(empty);
+    assert!(try_flatten_spec(&spec, anonymous).is_err());
+    let asked = realm.requests();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert!(
+        !asked[0].to_ascii_lowercase().contains("authorization:"),
+        "{asked:?}"
+    );
+
+    // Allowed explicitly: then, and only then, the realm gets them.
+    // (Only this test reads the variable for this port.)
+    std::env::set_var("SBKIT_REGISTRY_AUTH_HOSTS", &realm.host);
+    let r = try_flatten_spec(&spec, opts);
+    std::env::remove_var("SBKIT_REGISTRY_AUTH_HOSTS");
+    assert!(r.is_err(), "the stand-in token is not valid");
+    let asked = realm.requests();
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    use base64::Engine as _;
+    let basic = base64::engine::general_purpose::STANDARD.encode("builder:s3cret-pass");
+    assert!(
+        asked[1].to_ascii_lowercase().contains(&format!(
+            "authorization: basic {}",
+            basic.to_ascii_lowercase()
+        )),
+        "{asked:?}"
+    );
+}
+
+#[test]
+fn basic_credentials_over_plain_http_need_the_registry_named() {
+    let reg = LocalRegistry::start(Some(("builder", "s3cret-pass")));
+    let spec = format!("{}/private/os:1", reg.host);
+    let (_cfg_dir, cfg) = reg.docker_config("builder", "s3cret-pass");
+    // `*` lets any registry be reached over HTTP, but does not name this one:
+    // its credentials stay home.
+    let opts = ImageOptions {
+        insecure_registries: vec!["*".into()],
+        docker_config: Some(cfg),
+        ..ImageOptions::default()
+    };
+    let e = try_flatten_spec(&spec, opts)
+        .err()
+        .expect("credentials must not go over plain HTTP");
+    assert!(
+        e.contains("over plain HTTP")
+            && e.contains(&format!("--allow-insecure-registries {}", reg.host)),
+        "{e}"
+    );
+}

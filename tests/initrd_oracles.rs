@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use sbkit::initrd::{build_initrd, Compression, InitrdError, InitrdOptions};
+use sbkit::progress::{Progress, Unit};
 
 const MTIME: u32 = 1_600_000_000;
 
@@ -260,8 +261,8 @@ fn options(compression: Compression) -> InitrdOptions {
 
 fn build(root: &Path, compression: Compression) -> Vec<u8> {
     let mut out = Vec::new();
-    let bar = indicatif::ProgressBar::hidden();
-    let stats = build_initrd(root, None, &mut out, &options(compression), &bar)
+    let bar = sbkit::progress::Quiet.start("initrd", Unit::Bytes, None);
+    let stats = build_initrd(root, None, &mut out, &options(compression), &*bar)
         .unwrap_or_else(|e| panic!("build_initrd: {e}"));
     assert_eq!(stats.compressed_bytes, out.len() as u64);
     out
@@ -543,13 +544,13 @@ fn an_unreadable_file_fails_naming_it() {
         "{} is needed as a tree with a file root cannot read",
         dir.display()
     );
-    let bar = indicatif::ProgressBar::hidden();
+    let bar = sbkit::progress::Quiet.start("initrd", Unit::Bytes, None);
     let err = build_initrd(
         dir,
         None,
         std::io::sink(),
         &options(Compression::None),
-        &bar,
+        &*bar,
     )
     .unwrap_err();
     assert!(
@@ -572,13 +573,13 @@ fn the_overlay_overrides_the_rootfs() {
     fs::write(overlay.path().join("etc/os-release"), b"ID=overlay\n").unwrap();
     fs::write(overlay.path().join("etc/added"), b"added").unwrap();
     let mut out = Vec::new();
-    let bar = indicatif::ProgressBar::hidden();
+    let bar = sbkit::progress::Quiet.start("initrd", Unit::Bytes, None);
     build_initrd(
         &f.root,
         Some(overlay.path()),
         &mut out,
         &options(Compression::None),
-        &bar,
+        &*bar,
     )
     .unwrap();
     let extracted = extract(&out);

@@ -315,7 +315,7 @@ fn build(args: Args) -> anyhow::Result<()> {
         size_warning_bytes: args.size_warning_mib << 20,
         mtime,
     };
-    let progress = sbkit::cli::multi_progress(args.json);
+    let progress = sbkit::cli::progress::Bars::new(args.json);
     let report = build_uki::run(&opts, &progress)
         .context("build-uki failed; no output of this run was left behind")?;
     sbkit::cli::warn_all(&report.warnings);

@@ -10,12 +10,14 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use sha2::Digest;
 
+use super::stage::Staging;
 use super::{read, BuildUkiError, BuildUkiOptions};
 use crate::media::fat::{build_image, FileTree};
 use crate::media::iso::{write_iso as xorriso_iso, IsoError, VOLUME_LABEL};
 use crate::media::loader::{choose_enroll, loader_conf, sdboot_version, LoaderError};
 use crate::pe::authenticode::{self, AuthenticodeError};
-use crate::rootfs::discover::{self, SDBOOT_PATH};
+use crate::rootfs::boot_files::BootFiles;
+use crate::rootfs::discover::SDBOOT_PATH;
 use crate::uki::entries::EFI_DIR;
 
 /// Where the build image keeps its fallback systemd-boot.
@@ -115,32 +117,37 @@ fn file_digest(path: &Path) -> Result<(u64, String), MediaError> {
     ))
 }
 
-/// systemd-boot: `--sdboot`, else the rootfs's, else the build image's.
-fn choose_sdboot(opts: &BuildUkiOptions, root: Option<&Path>) -> Result<PathBuf, MediaError> {
+/// systemd-boot: `--sdboot`, else the OS's, else the build image's.
+/// Returns how it is shown and where it is read.
+fn choose_sdboot(
+    opts: &BuildUkiOptions,
+    boot: Option<&BootFiles>,
+) -> Result<(String, PathBuf), MediaError> {
     if let Some(p) = &opts.sdboot {
-        return Ok(p.clone());
+        return Ok((p.display().to_string(), p.clone()));
     }
-    if let Some(p) = root.and_then(|r| discover::find_file(r, SDBOOT_PATH)) {
-        return Ok(p);
+    if let Some(f) = boot.and_then(|b| b.sdboot.as_ref()) {
+        return Ok((f.shown.clone(), f.path.clone()));
     }
     let builtin = PathBuf::from(BUILTIN_SDBOOT);
     if builtin.is_file() {
-        return Ok(builtin);
+        return Ok((BUILTIN_SDBOOT.to_string(), builtin));
     }
-    Err(MediaError::NoSdboot(
-        root.map(|r| r.join(SDBOOT_PATH).display().to_string())
-            .unwrap_or_else(|| "<no rootfs>".into()),
-    ))
+    Err(MediaError::NoSdboot(boot.map_or_else(
+        || "<no rootfs>".into(),
+        |b| format!("{}/{SDBOOT_PATH}", b.origin),
+    )))
 }
 
-/// Writes `<output>/<name>.iso`.
+/// Stages `<name>.iso` (committed with the other outputs by the caller).
 pub fn write_iso(
     opts: &BuildUkiOptions,
-    root: Option<&Path>,
+    boot: Option<&BootFiles>,
     images: &[BuiltImage],
+    stage: &mut Staging,
     warnings: &mut Vec<String>,
 ) -> Result<Artifact, BuildUkiError> {
-    let sdboot_path = choose_sdboot(opts, root)?;
+    let (sdboot_shown, sdboot_path) = choose_sdboot(opts, boot)?;
     let sdboot = read(&sdboot_path)?;
     let version = sdboot_version(&sdboot);
     let enroll = choose_enroll(opts.secure_boot_enroll, version.as_ref().map(|v| v.0))
@@ -152,7 +159,7 @@ pub fn write_iso(
         crate::keys::DigestAlgorithm::Sha256,
     )
     .map_err(|source| MediaError::SignSdboot {
-        path: sdboot_path.display().to_string(),
+        path: sdboot_shown.clone(),
         source,
     })?;
 
@@ -185,13 +192,9 @@ pub fn write_iso(
         ),
     }
 
-    let out = &opts.output_dir;
-    let work = tempfile::Builder::new()
-        .prefix(".sbkit-iso-")
-        .tempdir_in(out)
-        .map_err(io_err(out))
-        .map_err(BuildUkiError::from)?;
-    let efiboot = work.path().join("efiboot.img");
+    // Scratch space inside the staging directory: removed with it.
+    let work = stage.scratch("iso")?;
+    let efiboot = work.join("efiboot.img");
     // A fixed volume id keeps the image reproducible.
     build_image(
         &tree,
@@ -205,7 +208,7 @@ pub fn write_iso(
         Some(d) if d.is_dir() => d.clone(),
         Some(d) => return Err(MediaError::Overlay(d.display().to_string()).into()),
         None => {
-            let empty = work.path().join("iso-root");
+            let empty = work.join("iso-root");
             std::fs::create_dir(&empty)
                 .map_err(io_err(&empty))
                 .map_err(BuildUkiError::from)?;
@@ -219,7 +222,7 @@ pub fn write_iso(
             empty
         }
     };
-    let tmp_iso = work.path().join("out.iso");
+    let tmp_iso = work.join("out.iso");
     xorriso_iso(
         &efiboot,
         &iso_root,
@@ -228,17 +231,15 @@ pub fn write_iso(
         u64::from(opts.mtime),
     )
     .map_err(MediaError::from)?;
-    let target = out.join(format!("{default}.iso"));
+    let name = format!("{default}.iso");
     let digest = file_digest(&tmp_iso)?;
-    std::fs::rename(&tmp_iso, &target)
-        .map_err(io_err(&target))
-        .map_err(BuildUkiError::from)?;
+    stage.adopt(&name, &tmp_iso)?;
     Ok(artifact(
-        target,
+        stage.target(&name),
         digest,
         Some(format!(
             "{} ({})",
-            sdboot_path.display(),
+            sdboot_shown,
             version
                 .map(|v| v.1)
                 .unwrap_or_else(|| "version unknown".into())
@@ -247,10 +248,11 @@ pub fn write_iso(
     ))
 }
 
-/// Writes `<output>/<name>.tar`, a `docker load`-able image of the ESP files.
+/// Stages `<name>.tar`, a `docker load`-able image of the ESP files.
 pub fn write_container(
     opts: &BuildUkiOptions,
     images: &[BuiltImage],
+    stage: &mut Staging,
 ) -> Result<Artifact, BuildUkiError> {
     let mut tree = FileTree::new();
     for img in images {
@@ -272,10 +274,10 @@ pub fn write_container(
         &mut bytes,
     )
     .map_err(MediaError::from)?;
-    let target = opts.output_dir.join(format!("{default}.tar"));
-    super::write_atomic(&target, &bytes)?;
+    let name = format!("{default}.tar");
+    stage.write(&name, &bytes)?;
     Ok(artifact(
-        target,
+        stage.target(&name),
         (
             bytes.len() as u64,
             hex::encode(sha2::Sha256::digest(&bytes)),

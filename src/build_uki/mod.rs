@@ -2,21 +2,28 @@
 //! os-release) into signed Unified Kernel Images with a signed PCR 11 policy,
 //! plus their boot-entry files.
 //!
-//! The story: find the kernel, stub and os-release; build the initrd once;
-//! for each entry assemble the UKI, predict and sign PCR 11, sign the image;
-//! write each `.efi` and `.conf` atomically.
+//! The story, as one transaction: check every name; find the kernel, stub
+//! and os-release ([`BootFiles`], alike for a directory and an image); build
+//! the initrd once; for each entry assemble the UKI, predict and sign PCR 11
+//! and sign the image, in memory; stage every output (`.efi` and `.conf`, or
+//! the ISO or container archive) in a private directory inside `-d` and
+//! rename them into place together ([`stage`]). An error at any step leaves
+//! nothing of the run in `-d`.
 
 pub mod artifacts;
 pub mod inspect;
+pub mod stage;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::initrd::{build_initrd, Compression, InitrdOptions, InitrdStats};
 use crate::keys::DigestAlgorithm;
-use crate::rootfs::discover::{self, KERNEL_PLACES, SDBOOT_PATH, STUB_PATH};
+use crate::names;
+use crate::progress::{Progress, Unit};
+use crate::rootfs::boot_files::BootFiles;
+use crate::rootfs::discover::{self, KERNEL_PLACES, STUB_PATH};
 use crate::rootfs::Source;
 use crate::store::signing::SigningKeys;
 use crate::uki::assemble::{self, PcrPolicy, UkiPayload};
@@ -24,6 +31,7 @@ use crate::uki::entries::{entry_conf, plan_entries, CmdlinePlan, Entry};
 use crate::uki::kernel::{check_kernel, kernel_release};
 use crate::uki::pcr::PhasePath;
 use crate::uki::stub;
+use stage::Staging;
 
 /// The command line of an entry when none is given: a serial and a VGA console.
 /// `rdinit=` is added when the rootfs has no `/init` (the kernel runs `/init`
@@ -125,14 +133,6 @@ pub enum BuildUkiError {
         /// Why.
         source: std::io::Error,
     },
-    /// Output cannot be written.
-    #[error("cannot write {path}: {source}; choose another -d or fix its permissions")]
-    Write {
-        /// The file.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
     /// Not supported yet.
     #[error("{0}")]
     Unsupported(String),
@@ -162,6 +162,15 @@ pub enum BuildUkiError {
     /// Reading, verifying or flattening a container image failed.
     #[error(transparent)]
     Image(#[from] crate::rootfs::ImageError),
+    /// Two entries of one build would get the same name (and file).
+    #[error("two entries are both called {0:?}; give --single-efi-cmdline titles that stay distinct after lower-casing and turning punctuation into _, and differ from the -n name's _extraN entries")]
+    DuplicateEntry(String),
+    /// A name or value that would become a path or a loader-entry line is unsafe.
+    #[error(transparent)]
+    Name(#[from] names::BadName),
+    /// Staging or committing the outputs failed.
+    #[error(transparent)]
+    Stage(#[from] stage::StageError),
 }
 
 /// One built UKI.
@@ -240,148 +249,161 @@ fn read(path: &Path) -> Result<Vec<u8>, BuildUkiError> {
     })
 }
 
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BuildUkiError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let werr = |source| BuildUkiError::Write {
-        path: path.display().to_string(),
-        source,
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".sbkit-")
-        .tempfile_in(dir)
-        .map_err(werr)?;
-    tmp.write_all(bytes).map_err(werr)?;
-    tmp.as_file().sync_all().map_err(werr)?;
-    let f = tmp.persist(path).map_err(|e| werr(e.error))?;
-    use std::os::unix::fs::PermissionsExt;
-    f.set_permissions(std::fs::Permissions::from_mode(0o644))
-        .map_err(werr)?;
-    Ok(())
-}
-
-/// The kernel to use: `--kernel`, else the newest in the rootfs.
+/// The kernel to use: `--kernel`, else the newest of the OS. Returns how it
+/// is shown and where it is read.
 fn choose_kernel(
     opts: &BuildUkiOptions,
-    root: Option<&Path>,
+    boot: Option<&BootFiles>,
     warnings: &mut Vec<String>,
-) -> Result<PathBuf, BuildUkiError> {
+) -> Result<(String, PathBuf), BuildUkiError> {
     if let Some(k) = &opts.kernel {
-        return Ok(k.clone());
+        return Ok((k.display().to_string(), k.clone()));
     }
-    let root = root.ok_or_else(|| {
+    let boot = boot.ok_or_else(|| {
         BuildUkiError::Missing("no kernel: give --kernel FILE or a rootfs source".into())
     })?;
-    let found = discover::find_kernels(root);
-    let first = found.first().ok_or_else(|| {
+    let first = boot.kernels.first().ok_or_else(|| {
         BuildUkiError::Missing(format!(
             "no kernel in {}: looked at {KERNEL_PLACES}; install a kernel in the image or give --kernel FILE",
-            root.display()
+            boot.origin
         ))
     })?;
-    if found.len() > 1 {
+    if boot.kernels.len() > 1 {
         warnings.push(format!(
             "several kernels found ({}); using the newest, {} (choose with --kernel)",
-            found
+            boot.kernels
                 .iter()
                 .map(|k| k.version.as_str())
                 .collect::<Vec<_>>()
                 .join(", "),
-            first.path.display()
+            first.file.shown
         ));
     }
-    discover::resolve_in_root(root, &first.path)
-        .ok_or_else(|| BuildUkiError::Missing(format!("kernel {} vanished", first.path.display())))
+    Ok((first.file.shown.clone(), first.file.path.clone()))
 }
 
-/// The stub: `--stub`, else the rootfs's, else the build image's.
-fn choose_stub(opts: &BuildUkiOptions, root: Option<&Path>) -> Result<PathBuf, BuildUkiError> {
+/// The stub: `--stub`, else the OS's, else the build image's.
+fn choose_stub(
+    opts: &BuildUkiOptions,
+    boot: Option<&BootFiles>,
+) -> Result<(String, PathBuf), BuildUkiError> {
     if let Some(s) = &opts.stub {
-        return Ok(s.clone());
+        return Ok((s.display().to_string(), s.clone()));
     }
-    if let Some(p) = root.and_then(|r| discover::find_file(r, STUB_PATH)) {
-        return Ok(p);
+    if let Some(f) = boot.and_then(|b| b.stub.as_ref()) {
+        return Ok((f.shown.clone(), f.path.clone()));
     }
     let builtin = PathBuf::from(BUILTIN_STUB);
     if builtin.is_file() {
-        return Ok(builtin);
+        return Ok((BUILTIN_STUB.to_string(), builtin));
     }
     Err(BuildUkiError::Missing(format!(
         "no systemd-stub: looked at {}/{STUB_PATH} and {BUILTIN_STUB}; install systemd-boot-efi in the image or give --stub FILE",
-        root.map(|r| r.display().to_string()).unwrap_or_else(|| "<no rootfs>".into())
+        boot.map_or("<no rootfs>", |b| b.origin.as_str())
     )))
 }
 
-/// The path of systemd-boot in a rootfs, for later ISO assembly.
-pub fn rootfs_sdboot(root: &Path) -> Option<PathBuf> {
-    discover::find_file(root, SDBOOT_PATH)
+/// Checks every name and value that becomes a file name or a loader-entry
+/// line before anything is read or written (see [`names`]).
+fn check_flags(opts: &BuildUkiOptions) -> Result<(), BuildUkiError> {
+    names::file_stem("-n", &opts.name)?;
+    if let Some(b) = &opts.boot_branding {
+        names::config_line("--boot-branding", b)?;
+    }
+    let mut cmdlines: Vec<(&str, &str)> = Vec::new();
+    if let Some(c) = &opts.cmdline {
+        cmdlines.push(("--cmdline", c));
+    }
+    if let Some(c) = &opts.extend_cmdline {
+        cmdlines.push(("--extend-cmdline", c));
+    }
+    cmdlines.extend(
+        opts.extra_cmdline
+            .iter()
+            .map(|c| ("--extra-cmdline", c.as_str())),
+    );
+    cmdlines.extend(
+        opts.single_efi_cmdline
+            .iter()
+            .map(|c| ("--single-efi-cmdline", c.as_str())),
+    );
+    for (what, value) in cmdlines {
+        // The length warning is given once per entry, on the whole line.
+        names::cmdline(what, value)?;
+    }
+    Ok(())
 }
 
-/// Runs build-uki.
+/// Checks the planned entries as a whole: names that make files, titles and
+/// command lines that make loader-entry lines, no two entries with one name.
+fn check_entries(entries: &[Entry], warnings: &mut Vec<String>) -> Result<(), BuildUkiError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for e in entries {
+        names::file_stem("entry name", &e.name)?;
+        names::config_line(&format!("title of entry {}", e.name), &e.title)?;
+        if let Some(w) =
+            names::cmdline(&format!("the command line of entry {}", e.name), &e.cmdline)?
+        {
+            warnings.push(w);
+        }
+        if !seen.insert(e.name.as_str()) {
+            return Err(BuildUkiError::DuplicateEntry(e.name.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// Runs build-uki: inputs → initrd → each entry assembled and signed in
+/// memory → every output staged and renamed into `-d` together. On any error
+/// nothing of this run is left in `-d`.
 pub fn run(
     opts: &BuildUkiOptions,
-    progress: &indicatif::MultiProgress,
+    progress: &dyn Progress,
 ) -> Result<BuildUkiReport, BuildUkiError> {
     let mut warnings = Vec::new();
-    // A container image is flattened first: its initrd streams out of the
-    // layers, and its boot files land in a small directory that stands in
-    // for the rootfs below (see rootfs::image).
+    check_flags(opts)?;
+
+    // Inputs. A container image is flattened first: its initrd streams out
+    // of the layers, and its boot files are kept aside (see rootfs::image).
+    let initrd_opts = InitrdOptions {
+        compression: opts.compression,
+        mtime: opts.mtime,
+        ..InitrdOptions::default()
+    };
     let image = match &opts.source {
         Some(Source::Image(src)) => Some(crate::rootfs::image::prepare(
             src,
             opts.overlay_rootfs.as_deref(),
-            &InitrdOptions {
-                compression: opts.compression,
-                mtime: opts.mtime,
-                ..InitrdOptions::default()
-            },
+            &initrd_opts,
             progress,
         )?),
         _ => None,
     };
-    let image_root = image.as_ref().map(|i| i.boot_root());
-    let root = opts
-        .source
-        .as_ref()
-        .and_then(Source::dir)
-        .or(image_root.as_deref());
+    let boot: Option<BootFiles> = match (&opts.source, &image) {
+        (_, Some(img)) => Some(img.boot.clone()),
+        (Some(Source::Dir(d)), None) => Some(BootFiles::from_dir(d)),
+        _ => None,
+    };
+    let root = opts.source.as_ref().and_then(Source::dir);
     if let Some(img) = &image {
         warnings.extend(img.notes.iter().cloned());
     }
-    // Paths inside the image's boot directory are shown as image paths.
-    let shown = |p: &Path| -> String {
-        match (&opts.source, &image_root) {
-            (Some(Source::Image(src)), Some(r)) => match p.strip_prefix(r) {
-                Ok(rel) => format!("{}:/{}", src.spec, rel.display()),
-                Err(_) => p.display().to_string(),
-            },
-            _ => p.display().to_string(),
-        }
-    };
-    // Messages about the image's boot directory name the image instead.
-    let relabel = |e: BuildUkiError| -> BuildUkiError {
-        match (e, &opts.source, &image_root) {
-            (BuildUkiError::Missing(m), Some(Source::Image(src)), Some(r)) => {
-                BuildUkiError::Missing(m.replace(&r.display().to_string(), &src.spec))
-            }
-            (e, _, _) => e,
-        }
-    };
 
-    let kernel_path = choose_kernel(opts, root, &mut warnings).map_err(relabel)?;
+    let (kernel_shown, kernel_path) = choose_kernel(opts, boot.as_ref(), &mut warnings)?;
     let linux = read(&kernel_path)?;
-    check_kernel(&linux, &kernel_path.display().to_string())?;
+    check_kernel(&linux, &kernel_shown)?;
     let uname = kernel_release(&linux);
 
-    let stub_path = choose_stub(opts, root).map_err(relabel)?;
+    let (stub_shown, stub_path) = choose_stub(opts, boot.as_ref())?;
     let stub_bytes = read(&stub_path)?;
     let stub_err = |source| BuildUkiError::Stub {
-        path: stub_path.display().to_string(),
+        path: stub_shown.clone(),
         source,
     };
     let stub_info = stub::inspect(&stub_bytes).map_err(stub_err)?;
     if stub_info.signed {
         return Err(BuildUkiError::Stub {
-            path: stub_path.display().to_string(),
+            path: stub_shown.clone(),
             source: stub::StubError::MeasuredSetUnknown(
                 "it is already signed; use an unsigned systemd-stub from systemd-boot-efi".into(),
             ),
@@ -390,25 +412,24 @@ pub fn run(
     let measured = stub_info.measured().map_err(stub_err)?.clone();
     warnings.extend(stub_info.notes.iter().cloned());
 
-    let osrel = match (&opts.os_release, root) {
+    let osrel = match (&opts.os_release, &boot) {
         (Some(p), _) => read(p)?,
-        (None, Some(r)) => match discover::find_os_release(r) {
-            Some(p) => read(&p)?,
+        (None, Some(b)) => match &b.os_release {
+            Some(f) => read(&f.path)?,
             None => {
-                return Err(relabel(BuildUkiError::Missing(format!(
+                return Err(BuildUkiError::Missing(format!(
                     "no os-release in {}: looked at /etc/os-release and /usr/lib/os-release; add one or give --os-release FILE",
-                    r.display()
-                ))))
+                    b.origin
+                )))
             }
         },
         (None, None) => return Err(BuildUkiError::Missing("no os-release: give --os-release FILE or a rootfs source".into())),
     };
     let osrel_text = String::from_utf8_lossy(&osrel).into_owned();
 
-    std::fs::create_dir_all(&opts.output_dir).map_err(|source| BuildUkiError::Write {
-        path: opts.output_dir.display().to_string(),
-        source,
-    })?;
+    // The output directory is checked (and the staging area made) before
+    // the long initrd build; nothing in it is visible until the commit.
+    let mut stage = Staging::new(&opts.output_dir)?;
 
     // The initrd is built once for every entry.
     let (initrd, initrd_stats) = match (&opts.initrd, &image, root) {
@@ -419,20 +440,16 @@ pub fn run(
             Some(InitrdSummary::new(&img.stats, opts.compression)),
         ),
         (None, None, Some(r)) => {
-            let bar = progress.add(indicatif::ProgressBar::new(0));
+            let task = progress.start("initrd", Unit::Bytes, None);
             let mut buf = Vec::new();
             let stats = build_initrd(
                 r,
                 opts.overlay_rootfs.as_deref(),
                 &mut buf,
-                &InitrdOptions {
-                    compression: opts.compression,
-                    mtime: opts.mtime,
-                    ..InitrdOptions::default()
-                },
-                &bar,
+                &initrd_opts,
+                &*task,
             )?;
-            bar.finish_and_clear();
+            task.finish();
             (buf, Some(InitrdSummary::new(&stats, opts.compression)))
         }
         (None, None, None) => {
@@ -446,29 +463,25 @@ pub fn run(
         Some(c) => c.clone(),
         None => {
             let mut c = DEFAULT_CMDLINE.to_string();
-            if let Some(r) = root {
-                if discover::resolve_in_root(r, Path::new("init")).is_none() {
-                    if let Some(init) = [
-                        "sbin/init",
-                        "usr/lib/systemd/systemd",
-                        "lib/systemd/systemd",
-                    ]
-                    .iter()
-                    .find(|p| discover::resolve_in_root(r, Path::new(p)).is_some())
-                    {
-                        c.push_str(&format!(" rdinit=/{init}"));
-                    }
+            if let Some(b) = boot.as_ref().filter(|b| !b.has_init) {
+                if let Some(init) = &b.init_program {
+                    c.push_str(&format!(" rdinit=/{init}"));
                 }
             }
             c
         }
     };
-    let title = opts
-        .boot_branding
-        .clone()
-        .or_else(|| discover::os_release_field(&osrel_text, "PRETTY_NAME"))
-        .or_else(|| discover::os_release_field(&osrel_text, "NAME"))
-        .unwrap_or_else(|| "Linux".into());
+    let (title, title_from) = match &opts.boot_branding {
+        Some(b) => (b.clone(), "--boot-branding"),
+        None => match discover::os_release_field(&osrel_text, "PRETTY_NAME") {
+            Some(t) => (t, "os-release PRETTY_NAME"),
+            None => match discover::os_release_field(&osrel_text, "NAME") {
+                Some(t) => (t, "os-release NAME"),
+                None => ("Linux".to_string(), "the default title"),
+            },
+        },
+    };
+    names::config_line(title_from, &title)?;
     let entries = plan_entries(
         &opts.name,
         &title,
@@ -479,6 +492,7 @@ pub fn run(
             single: opts.single_efi_cmdline.clone(),
         },
     )?;
+    check_entries(&entries, &mut warnings)?;
     let version = opts
         .include_version_in_config
         .then(|| {
@@ -486,19 +500,23 @@ pub fn run(
                 .or_else(|| discover::os_release_field(&osrel_text, "VERSION"))
         })
         .flatten();
+    if let Some(v) = &version {
+        names::config_line("os-release VERSION_ID", v)?;
+    }
 
     let splash = opts.splash.as_deref().map(read).transpose()?;
     let dtb = opts.dtb.as_deref().map(read).transpose()?;
 
-    let bar = progress.add(indicatif::ProgressBar::new(entries.len() as u64));
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg} {bar:30} {pos}/{len}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    // Every entry is assembled and signed in memory first.
+    let task = progress.start(
+        "assembling and signing",
+        Unit::Items,
+        Some(entries.len() as u64),
     );
     let mut built = Vec::new();
     let mut images = Vec::new();
     for entry in &entries {
-        bar.set_message(format!("assembling and signing {}", entry.name));
+        task.set_message(&entry.name);
         let payload = UkiPayload {
             linux: &linux,
             initrd: &initrd,
@@ -531,13 +549,10 @@ pub fn run(
         }
         let conf_text = entry_conf(entry, version.as_deref(), opts.include_cmdline_in_config);
         let (efi, conf) = match opts.output_type {
-            OutputType::Uki => {
-                let efi = opts.output_dir.join(format!("{}.efi", entry.name));
-                let conf = opts.output_dir.join(format!("{}.conf", entry.name));
-                write_atomic(&efi, &signed)?;
-                write_atomic(&conf, conf_text.as_bytes())?;
-                (efi, conf)
-            }
+            OutputType::Uki => (
+                stage.target(&format!("{}.efi", entry.name)),
+                stage.target(&format!("{}.conf", entry.name)),
+            ),
             // Inside the media: the ESP paths.
             _ => (
                 PathBuf::from(format!(
@@ -577,22 +592,37 @@ pub fn run(
             sha256,
             pcr11,
         });
-        bar.inc(1);
+        task.advance(1);
     }
-    bar.finish_and_clear();
+    task.finish();
+
+    // Then every output is staged, and all are renamed into place together.
     let artifact = match opts.output_type {
-        OutputType::Uki => None,
-        OutputType::Iso => Some(artifacts::write_iso(opts, root, &images, &mut warnings)?),
-        OutputType::Container => Some(artifacts::write_container(opts, &images)?),
+        OutputType::Uki => {
+            for img in &images {
+                stage.write(&format!("{}.efi", img.name), &img.efi)?;
+                stage.write(&format!("{}.conf", img.name), img.conf.as_bytes())?;
+            }
+            None
+        }
+        OutputType::Iso => Some(artifacts::write_iso(
+            opts,
+            boot.as_ref(),
+            &images,
+            &mut stage,
+            &mut warnings,
+        )?),
+        OutputType::Container => Some(artifacts::write_container(opts, &images, &mut stage)?),
     };
+    stage.commit()?;
     if opts.keys.pcr.is_none() {
         warnings.push("no PCR key: the UKIs carry no .pcrsig/.pcrpkey, so disks cannot be bound to a signed PCR 11 policy (give -k with tpm2-pcr-private.pem or --tpm-pcr-private-key)".into());
     }
     Ok(BuildUkiReport {
         image: image.as_ref().map(|i| i.description.clone()),
-        kernel: shown(&kernel_path),
+        kernel: kernel_shown,
         uname,
-        stub: shown(&stub_path),
+        stub: stub_shown,
         stub_version: stub_info.version.as_ref().map(|v| v.full.clone()),
         measured_sections: measured.sections.clone(),
         measured_source: serde_json::to_value(measured.source)

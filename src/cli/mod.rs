@@ -1,5 +1,7 @@
 //! Pieces the binaries share: reproducible timestamps, progress bars, error output.
 
+pub mod progress;
+
 use std::process::ExitCode;
 
 use time::OffsetDateTime;

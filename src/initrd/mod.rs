@@ -37,6 +37,7 @@ pub use archive::ArchiveWriter;
 pub use compress::{Compression, Compressor};
 pub use entry::{DeviceNumber, Entry, EntryKind, HardLink};
 
+use crate::progress::Task;
 use cpio::CpioError;
 
 /// Buffer between the archive writer and the compressor; fixed size.
@@ -164,14 +165,14 @@ fn parse_epoch(v: &str) -> Result<u32, InitrdError> {
 /// Builds a compressed initramfs of `root` (with `overlay` laid over it) into `out`.
 ///
 /// The tree is walked first (metadata only) to know the archive length, which
-/// becomes `progress`'s length; the bar then advances with archive bytes
+/// becomes `progress`'s total; the task then advances with archive bytes
 /// written. See [`tree`] for what is kept and skipped.
 pub fn build_initrd(
     root: &Path,
     overlay: Option<&Path>,
     out: impl Write,
     opts: &InitrdOptions,
-    progress: &indicatif::ProgressBar,
+    progress: &dyn Task,
 ) -> Result<InitrdStats, InitrdError> {
     let entries = tree::collect(root, overlay, opts.one_file_system)?;
     write_initrd(&entries, out, opts, progress)
@@ -183,10 +184,10 @@ pub fn write_initrd(
     entries: &[Entry],
     out: impl Write,
     opts: &InitrdOptions,
-    progress: &indicatif::ProgressBar,
+    progress: &dyn Task,
 ) -> Result<InitrdStats, InitrdError> {
-    progress.set_length(archive::archive_len(entries));
-    progress.set_position(0);
+    progress.set_total(archive::archive_len(entries));
+    progress.set_done(0);
     let threads = opts.threads.unwrap_or_else(available_cores);
     let counted = Counting {
         inner: out,
@@ -304,15 +305,15 @@ impl<W: Write> Write for Counting<W> {
     }
 }
 
-/// Advances a progress bar with the bytes written through it, in steps.
+/// Advances a progress task with the bytes written through it, in steps.
 struct Progress<'a, W: Write> {
     inner: W,
-    bar: &'a indicatif::ProgressBar,
+    bar: &'a dyn Task,
     pending: u64,
 }
 
 impl<'a, W: Write> Progress<'a, W> {
-    fn new(inner: W, bar: &'a indicatif::ProgressBar) -> Self {
+    fn new(inner: W, bar: &'a dyn Task) -> Self {
         Progress {
             inner,
             bar,
@@ -321,7 +322,7 @@ impl<'a, W: Write> Progress<'a, W> {
     }
 
     fn into_inner(mut self) -> W {
-        self.bar.inc(self.pending);
+        self.bar.advance(self.pending);
         self.pending = 0;
         self.inner
     }
@@ -332,7 +333,7 @@ impl<W: Write> Write for Progress<'_, W> {
         let n = self.inner.write(buf)?;
         self.pending += n as u64;
         if self.pending >= PROGRESS_STEP {
-            self.bar.inc(self.pending);
+            self.bar.advance(self.pending);
             self.pending = 0;
         }
         Ok(n)
@@ -347,6 +348,28 @@ impl<W: Write> Write for Progress<'_, W> {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// Records what the initrd writer reports.
+    #[derive(Default)]
+    struct Recorder {
+        total: AtomicU64,
+        done: AtomicU64,
+    }
+
+    impl Task for Recorder {
+        fn set_total(&self, total: u64) {
+            self.total.store(total, Ordering::Relaxed);
+        }
+        fn set_done(&self, done: u64) {
+            self.done.store(done, Ordering::Relaxed);
+        }
+        fn advance(&self, by: u64) {
+            self.done.fetch_add(by, Ordering::Relaxed);
+        }
+        fn set_message(&self, _: &str) {}
+        fn finish(&self) {}
+    }
 
     fn rootfs() -> tempfile::TempDir {
         let t = tempfile::tempdir().unwrap();
@@ -361,10 +384,10 @@ mod tests {
 
     fn build(root: &Path, opts: &InitrdOptions) -> (Vec<u8>, InitrdStats) {
         let mut out = Vec::new();
-        let bar = indicatif::ProgressBar::hidden();
+        let bar = Recorder::default();
         let stats = build_initrd(root, None, &mut out, opts, &bar).unwrap();
-        assert_eq!(bar.position(), stats.uncompressed_bytes);
-        assert_eq!(bar.length(), Some(stats.uncompressed_bytes));
+        assert_eq!(bar.done.load(Ordering::Relaxed), stats.uncompressed_bytes);
+        assert_eq!(bar.total.load(Ordering::Relaxed), stats.uncompressed_bytes);
         (out, stats)
     }
 
@@ -399,7 +422,7 @@ mod tests {
         let t = rootfs();
         let entries = tree::collect(t.path(), None, true).unwrap();
         std::fs::remove_file(t.path().join("usr/bin/tool")).unwrap();
-        let bar = indicatif::ProgressBar::hidden();
+        let bar = Recorder::default();
         let e = write_initrd(&entries, io::sink(), &InitrdOptions::default(), &bar).unwrap_err();
         assert!(
             matches!(&e, InitrdError::ReadFile { path, .. } if path.ends_with("usr/bin/tool")),
@@ -413,7 +436,7 @@ mod tests {
         let t = rootfs();
         let entries = tree::collect(t.path(), None, true).unwrap();
         std::fs::write(t.path().join("init"), b"#!/bin/sh\nexec something\n").unwrap();
-        let bar = indicatif::ProgressBar::hidden();
+        let bar = Recorder::default();
         let e = write_initrd(&entries, io::sink(), &InitrdOptions::default(), &bar).unwrap_err();
         assert!(
             matches!(&e, InitrdError::Changed { path, .. } if path.ends_with("init")),

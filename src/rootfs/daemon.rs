@@ -14,6 +14,7 @@ use std::io::Write;
 use futures_util::StreamExt;
 
 use super::error::ImageError;
+use crate::progress::{Progress, Unit};
 
 /// Connects to the engine (`DOCKER_HOST`, else the default socket), with the
 /// API version negotiated down to what the engine speaks.
@@ -33,7 +34,7 @@ async fn connect() -> Result<bollard::Docker, ImageError> {
 pub fn save(
     image: &str,
     out: &mut std::fs::File,
-    progress: &indicatif::MultiProgress,
+    progress: &dyn Progress,
 ) -> Result<String, ImageError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -48,14 +49,12 @@ pub fn save(
         })?;
         let id = info.id.unwrap_or_default();
         let size = info.size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0);
-        let bar = progress.add(indicatif::ProgressBar::new(size));
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "exporting {msg} from the engine {bar:30} {bytes}/{total_bytes}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        let bar = progress.start(
+            "exporting from the engine",
+            Unit::Bytes,
+            (size > 0).then_some(size),
         );
-        bar.set_message(image.to_string());
+        bar.set_message(image);
         // By id: a tag moved by someone else meanwhile cannot switch images.
         let mut stream = docker.export_image(&id);
         while let Some(chunk) = stream.next().await {
@@ -65,11 +64,11 @@ pub fn save(
                     "spooling {image} to the temporary directory: {e}; free space in $TMPDIR"
                 ))
             })?;
-            bar.inc(chunk.len() as u64);
+            bar.advance(chunk.len() as u64);
         }
         out.flush()
             .map_err(|e| ImageError::Daemon(format!("spooling {image}: {e}")))?;
-        bar.finish_and_clear();
+        bar.finish();
         Ok(id)
     })
 }

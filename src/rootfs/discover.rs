@@ -127,10 +127,15 @@ pub fn find_kernels(root: &Path) -> Vec<KernelCandidate> {
             }
         }
     }
-    found.sort_by(|a, b| version_cmp(&b.version, &a.version).then_with(|| a.path.cmp(&b.path)));
-    // /lib is often a symlink to /usr/lib: keep one candidate per version.
-    found.dedup_by(|a, b| a.version == b.version);
+    sort_kernels(&mut found);
     found
+}
+
+/// Orders kernel candidates newest first, one per version (`/lib` is often a
+/// symlink to `/usr/lib`, which shows each kernel twice).
+pub fn sort_kernels(found: &mut Vec<KernelCandidate>) {
+    found.sort_by(|a, b| version_cmp(&b.version, &a.version).then_with(|| a.path.cmp(&b.path)));
+    found.dedup_by(|a, b| a.version == b.version);
 }
 
 /// The os-release file of the rootfs (`/etc/os-release`, else `/usr/lib/os-release`).

@@ -13,8 +13,7 @@
 //! them (`vmlinuz*`, `linuxx64.efi.stub`, `systemd-bootx64.efi`,
 //! `os-release`) are also copied aside. After the last layer, the final tree
 //! resolves the usual paths (following the image's symlinks inside the
-//! image) and the chosen files are laid out in a small directory with the
-//! same paths, so `build-uki`'s discovery works unchanged.
+//! image) into a [`BootFiles`], the same value a rootfs directory gives.
 //!
 //! Peak memory, whatever the image size: the flatten index (≈ 100 bytes per
 //! path of the image plus the path), the hard-link window (32 MiB by
@@ -31,12 +30,15 @@ use crate::initrd::cpio::CpioError;
 use crate::initrd::tree::{walk, WalkOptions};
 use crate::initrd::{ArchiveWriter, Compressor, Entry, EntryKind, InitrdOptions, InitrdStats};
 
+use super::boot_files::{BootFile, BootFiles, Kernel, INIT_CANDIDATES, OS_RELEASE_PATHS};
+use super::discover::{sort_kernels, KernelCandidate, SDBOOT_PATH, STUB_PATH};
 use super::error::ImageError;
 use super::flatten::{FlattenError, FlattenReport, Flattener, Sink, Tree};
 use super::layer::{self, Budget, ErrorSlot, VerifiedLayer};
 use super::resolve::{self, Resolved};
 use super::store::{DirStore, TarStore};
 use super::{ImageSource, Transport};
+use crate::progress::{Progress, Task, Unit};
 
 /// Files copied aside while streaming are limited to this much in total.
 const CAPTURE_LIMIT: u64 = 1 << 30;
@@ -44,7 +46,8 @@ const CAPTURE_LIMIT: u64 = 1 << 30;
 /// A flattened image: the initrd and the boot files, in temporary storage
 /// that is removed when this is dropped.
 pub struct Prepared {
-    work: tempfile::TempDir,
+    /// Holds the initrd and the boot files; removed on drop.
+    _work: tempfile::TempDir,
     /// The compressed initramfs.
     pub initrd: PathBuf,
     /// Initramfs statistics.
@@ -55,15 +58,9 @@ pub struct Prepared {
     pub notes: Vec<String>,
     /// The flattener's counts.
     pub report: FlattenReport,
-}
-
-impl Prepared {
-    /// A directory holding the image's boot files at their usual paths
-    /// (`boot/vmlinuz-*`, `usr/lib/systemd/boot/efi/*`, `etc/os-release`, ...)
-    /// and empty stand-ins for the init programs the image has.
-    pub fn boot_root(&self) -> PathBuf {
-        self.work.path().join("boot-root")
-    }
+    /// The image's kernels, stub, systemd-boot, os-release and init, as its
+    /// final tree resolves them (the files live in the temporary storage).
+    pub boot: BootFiles,
 }
 
 /// Where entries go: cpio into the compressor, plus the copies aside.
@@ -73,7 +70,7 @@ struct InitrdSink<W: Write> {
     capture_dir: PathBuf,
     captured: u64,
     capture_skipped: Vec<String>,
-    bar: indicatif::ProgressBar,
+    bar: Arc<dyn Task>,
 }
 
 /// Whether a file of this name may be a boot file.
@@ -112,7 +109,7 @@ impl<W: Write> Sink for InitrdSink<W> {
             }
             None => self.archive.add(entry, None),
         };
-        self.bar.inc(1);
+        self.bar.advance(1);
         result.map_err(|e| match e {
             CpioError::Write(e) => FlattenError::Output(e),
             other => FlattenError::Unrepresentable {
@@ -159,7 +156,7 @@ impl<W: Write> Write for Counting<W> {
 fn resolve_source(
     src: &ImageSource,
     work: &Path,
-    progress: &indicatif::MultiProgress,
+    progress: &dyn Progress,
 ) -> Result<Resolved, ImageError> {
     let spec = src.spec.as_str();
     let opts = &src.options;
@@ -210,7 +207,7 @@ pub fn prepare(
     src: &ImageSource,
     overlay: Option<&Path>,
     opts: &InitrdOptions,
-    progress: &indicatif::MultiProgress,
+    progress: &dyn Progress,
 ) -> Result<Prepared, ImageError> {
     let work = tempfile::Builder::new()
         .prefix("sbkit-image-")
@@ -231,11 +228,7 @@ pub fn prepare(
     let compressor = Compressor::new(counted, opts.compression, threads)
         .map_err(ImageError::io(&initrd_path))?;
     let staged = BufWriter::with_capacity(256 * 1024, compressor);
-    let bar = progress.add(indicatif::ProgressBar::new_spinner());
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {msg}: {pos} entries")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-    );
+    let bar: Arc<dyn Task> = Arc::from(progress.start("initrd entries", Unit::Items, None));
     let sink = InitrdSink {
         archive: ArchiveWriter::new(staged, opts.mtime),
         captures: HashMap::new(),
@@ -260,7 +253,7 @@ pub fn prepare(
     std::thread::scope(|scope| -> Result<(), ImageError> {
         for index in (0..n).rev() {
             let layer = resolved.layers[index].clone();
-            bar.set_message(format!(
+            bar.set_message(&format!(
                 "flattening {} ({})",
                 layer.what,
                 layer.digest.short()
@@ -296,7 +289,7 @@ pub fn prepare(
     if let Some(dir) = overlay {
         add_overlay(&mut sink, &tree, dir)?;
     }
-    bar.finish_and_clear();
+    bar.finish();
     let entries = sink.archive.entries();
     let (staged, uncompressed_bytes) = sink
         .archive
@@ -321,15 +314,15 @@ pub fn prepare(
             sink.capture_skipped.join(", ")
         ));
     }
-    let boot_root = work.path().join("boot-root");
-    lay_out_boot_files(&tree, &sink.captures, &boot_root, &mut notes)?;
+    let boot = boot_files(&tree, &sink.captures, &src.spec, &mut notes);
     Ok(Prepared {
-        work,
+        _work: work,
         initrd: initrd_path,
         stats,
         description: resolved.description,
         notes,
         report,
+        boot,
     })
 }
 
@@ -428,34 +421,48 @@ fn add_overlay<W: Write>(
     Ok(())
 }
 
-/// The init programs `build-uki` looks for to choose `rdinit=`.
-const INIT_CANDIDATES: [&str; 4] = [
-    "init",
-    "sbin/init",
-    "usr/lib/systemd/systemd",
-    "lib/systemd/systemd",
-];
-
-/// Puts the image's boot files (as the final tree resolves them) under `root`.
-fn lay_out_boot_files(
+/// The image's boot files as its final tree resolves them (following the
+/// image's symlinks inside the image), pointing at the copies kept aside.
+fn boot_files(
     tree: &Tree,
     captures: &HashMap<Vec<u8>, PathBuf>,
-    root: &Path,
+    spec: &str,
     notes: &mut Vec<String>,
-) -> Result<(), ImageError> {
-    std::fs::create_dir_all(root).map_err(ImageError::io(root))?;
-    let mut wanted: Vec<String> = vec![
-        super::discover::STUB_PATH.into(),
-        super::discover::SDBOOT_PATH.into(),
-        "etc/os-release".into(),
-        "usr/lib/os-release".into(),
-    ];
+) -> BootFiles {
+    let mut file = |path: &str| -> Option<BootFile> {
+        let (_, node) = tree.resolve(path)?;
+        if node.kind != EntryKind::Regular {
+            return None;
+        }
+        let data_path = node.data_path.as_ref()?;
+        match captures.get(data_path) {
+            Some(copy) => Some(BootFile {
+                shown: format!("{spec}:/{path}"),
+                path: copy.clone(),
+            }),
+            None => {
+                notes.push(format!(
+                    "/{path} is stored in the image as /{}, a name build-uki does not keep aside; give it explicitly (--kernel, --stub, --os-release)",
+                    String::from_utf8_lossy(data_path)
+                ));
+                None
+            }
+        }
+    };
     let name_ok = |n: &[u8]| !n.is_empty() && n != b"." && n != b".." && !n.contains(&b'/');
+    let mut candidates = Vec::new();
     if let Some((boot, node)) = tree.resolve("boot") {
         if node.kind == EntryKind::Directory {
             for name in tree.children(&boot) {
-                if name.starts_with(b"vmlinuz") && name_ok(&name) {
-                    wanted.push(format!("boot/{}", String::from_utf8_lossy(&name)));
+                if let Some(rest) = name.strip_prefix(b"vmlinuz") {
+                    if name_ok(&name) {
+                        candidates.push(KernelCandidate {
+                            path: PathBuf::from(format!("boot/{}", String::from_utf8_lossy(&name))),
+                            version: String::from_utf8_lossy(rest)
+                                .trim_start_matches('-')
+                                .to_string(),
+                        });
+                    }
                 }
             }
         }
@@ -465,46 +472,45 @@ fn lay_out_boot_files(
             if node.kind == EntryKind::Directory {
                 for v in tree.children(&dir) {
                     if name_ok(&v) {
-                        wanted.push(format!("{modules}/{}/vmlinuz", String::from_utf8_lossy(&v)));
+                        let version = String::from_utf8_lossy(&v).into_owned();
+                        candidates.push(KernelCandidate {
+                            path: PathBuf::from(format!("{modules}/{version}/vmlinuz")),
+                            version,
+                        });
                     }
                 }
             }
         }
     }
-    for path in wanted {
-        let Some((_, node)) = tree.resolve(&path) else {
-            continue;
-        };
-        if node.kind != EntryKind::Regular {
-            continue;
-        }
-        let Some(data_path) = &node.data_path else {
-            continue;
-        };
-        let Some(copy) = captures.get(data_path) else {
-            notes.push(format!(
-                "/{path} is stored in the image as /{}, a name build-uki does not keep aside; give it explicitly (--kernel, --stub, --os-release)",
-                String::from_utf8_lossy(data_path)
-            ));
-            continue;
-        };
-        let dest = root.join(&path);
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent).map_err(ImageError::io(parent))?;
-        }
-        // A hard link (same file system, the work directory): no copy.
-        if std::fs::hard_link(copy, &dest).is_err() {
-            std::fs::copy(copy, &dest).map_err(ImageError::io(&dest))?;
-        }
+    // Only kernels that are regular files with a copy kept aside count.
+    candidates.retain(|k| {
+        tree.resolve(&k.path.to_string_lossy())
+            .is_some_and(|(_, n)| n.kind == EntryKind::Regular)
+    });
+    sort_kernels(&mut candidates);
+    let kernels = candidates
+        .into_iter()
+        .filter_map(|k| {
+            file(&k.path.to_string_lossy()).map(|f| Kernel {
+                version: k.version,
+                file: f,
+            })
+        })
+        .collect();
+    let stub = file(STUB_PATH);
+    let sdboot = file(SDBOOT_PATH);
+    let os_release = OS_RELEASE_PATHS.iter().find_map(|p| file(p));
+    let present = |p: &str| tree.resolve(p).is_some();
+    BootFiles {
+        origin: spec.to_string(),
+        kernels,
+        stub,
+        sdboot,
+        os_release,
+        has_init: present(INIT_CANDIDATES[0]),
+        init_program: INIT_CANDIDATES[1..]
+            .iter()
+            .find(|p| present(p))
+            .map(|p| p.to_string()),
     }
-    for init in INIT_CANDIDATES {
-        if tree.resolve(init).is_some() {
-            let dest = root.join(init);
-            if let Some(parent) = dest.parent() {
-                std::fs::create_dir_all(parent).map_err(ImageError::io(parent))?;
-            }
-            File::create(&dest).map_err(ImageError::io(&dest))?;
-        }
-    }
-    Ok(())
 }

@@ -2,8 +2,11 @@
 //! equivalents, the image config (only `rootfs.diff_ids` and the platform
 //! matter here), media types, and choosing one platform from an index.
 //!
-//! Parsing is strict where it decides what bytes are trusted (digests, media
-//! types, layer lists) and lenient about everything else.
+//! The document types are `oci-spec`'s (the OCI image-spec's own model);
+//! this module adds what a puller needs on top: which kind a fetched
+//! document is, the Docker media types, layer compression, and choosing a
+//! platform. Parsing is strict where it decides what bytes are trusted
+//! (digests, media types, layer lists) and lenient about everything else.
 
 use serde::Deserialize;
 
@@ -66,107 +69,57 @@ impl LayerCompression {
     }
 }
 
-/// A content descriptor.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-pub struct Descriptor {
-    /// The media type of the referenced content.
-    #[serde(rename = "mediaType", default)]
-    pub media_type: String,
-    /// Its digest.
-    pub digest: String,
-    /// Its size in bytes.
-    pub size: u64,
-    /// Platform (index entries only).
-    #[serde(default)]
-    pub platform: Option<DescriptorPlatform>,
-    /// Annotations (the OCI layout's `org.opencontainers.image.ref.name`).
-    #[serde(default)]
-    pub annotations: std::collections::BTreeMap<String, String>,
-}
-
-impl Descriptor {
-    /// The parsed digest; `what` names the document for the message.
-    pub fn digest(&self) -> Result<Digest, String> {
-        Digest::parse(&self.digest).map_err(|e| e.to_string())
-    }
-}
-
-/// The platform of an index entry.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-pub struct DescriptorPlatform {
-    /// CPU architecture.
-    pub architecture: String,
-    /// Operating system.
-    pub os: String,
-    /// CPU variant.
-    #[serde(default)]
-    pub variant: Option<String>,
-}
-
-impl DescriptorPlatform {
-    fn describe(&self) -> String {
-        match &self.variant {
-            Some(v) => format!("{}/{}/{}", self.os, self.architecture, v),
-            None => format!("{}/{}", self.os, self.architecture),
-        }
-    }
-}
-
-/// An image index or manifest list.
-#[derive(Clone, Debug, Deserialize)]
-pub struct Index {
-    /// `2`.
-    #[serde(rename = "schemaVersion")]
-    pub schema_version: u32,
-    /// The entries.
-    pub manifests: Vec<Descriptor>,
-}
-
+/// A content descriptor (OCI image-spec, as `oci-spec` models it; Docker
+/// schema 2 descriptors have the same shape).
+pub use oci_spec::image::Descriptor;
+/// An image config; only `rootfs.diff_ids` and the platform are read here.
+pub use oci_spec::image::ImageConfiguration as ImageConfig;
+/// An image index or Docker manifest list.
+pub use oci_spec::image::ImageIndex as Index;
 /// An image manifest (OCI or Docker schema 2).
-#[derive(Clone, Debug, Deserialize)]
-pub struct Manifest {
-    /// `2`.
-    #[serde(rename = "schemaVersion")]
-    pub schema_version: u32,
-    /// The media type, when the document states it.
-    #[serde(rename = "mediaType", default)]
-    pub media_type: Option<String>,
-    /// The image config.
-    pub config: Descriptor,
-    /// Layers, bottom first.
-    pub layers: Vec<Descriptor>,
+pub use oci_spec::image::ImageManifest as Manifest;
+/// A media type (known OCI types, anything else as `Other`).
+pub use oci_spec::image::MediaType;
+/// The platform of an index entry.
+pub use oci_spec::image::Platform as DescriptorPlatform;
+
+/// The media type of a descriptor, as written.
+pub fn media_type(d: &Descriptor) -> &str {
+    d.media_type().as_ref()
 }
 
-/// The parts of an image config this tool reads.
-#[derive(Clone, Debug, Deserialize)]
-pub struct ImageConfig {
-    /// CPU architecture.
-    #[serde(default)]
-    pub architecture: String,
-    /// Operating system.
-    #[serde(default)]
-    pub os: String,
-    /// Layer digests of the uncompressed tars.
-    pub rootfs: RootFs,
+/// The digest of a descriptor in the form blobs are verified with
+/// (`oci-spec` checked its syntax while parsing; this also refuses
+/// algorithms this tool cannot compute).
+pub fn descriptor_digest(d: &Descriptor) -> Result<Digest, String> {
+    Digest::parse(d.digest().as_ref()).map_err(|e| e.to_string())
 }
 
-/// `rootfs` of an image config.
-#[derive(Clone, Debug, Deserialize)]
-pub struct RootFs {
-    /// `layers`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Digests of the uncompressed layer tars, bottom first.
-    pub diff_ids: Vec<String>,
+/// A descriptor for a document fetched by reference (a registry's top
+/// manifest): its media type from the Content-Type, its digest and size.
+pub fn descriptor_for(media_type: &str, digest: &Digest, size: u64) -> Result<Descriptor, String> {
+    let d: oci_spec::image::Digest = digest
+        .to_string()
+        .parse()
+        .map_err(|e: oci_spec::OciSpecError| e.to_string())?;
+    Ok(Descriptor::new(MediaType::from(media_type), size, d))
+}
+
+fn describe_platform(p: &DescriptorPlatform) -> String {
+    match p.variant() {
+        Some(v) => format!("{}/{}/{}", p.os(), p.architecture(), v),
+        None => format!("{}/{}", p.os(), p.architecture()),
+    }
 }
 
 /// A metadata document (as fetched) is one of these.
 #[derive(Clone, Debug)]
 pub enum Document {
-    /// An index or manifest list.
-    Index(Index),
+    /// An index or manifest list (boxed, like the manifest: `oci-spec`'s
+    /// types are several hundred bytes each).
+    Index(Box<Index>),
     /// An image manifest.
-    Manifest(Manifest),
+    Manifest(Box<Manifest>),
 }
 
 /// Parses a manifest or index, by its declared media type (`hint`, e.g. a
@@ -201,12 +154,12 @@ pub fn parse_document(bytes: &[u8], hint: Option<&str>) -> Result<Document, Stri
         None => probe.manifests.is_some() && probe.config.is_none(),
     };
     if is_index {
-        serde_json::from_slice(bytes)
-            .map(Document::Index)
+        serde_json::from_slice::<Index>(bytes)
+            .map(|i| Document::Index(Box::new(i)))
             .map_err(|e| format!("index does not parse: {e}"))
     } else {
-        serde_json::from_slice(bytes)
-            .map(Document::Manifest)
+        serde_json::from_slice::<Manifest>(bytes)
+            .map(|m| Document::Manifest(Box::new(m)))
             .map_err(|e| format!("manifest does not parse: {e}"))
     }
 }
@@ -215,10 +168,10 @@ pub fn parse_document(bytes: &[u8], hint: Option<&str>) -> Result<Document, Stri
 pub fn parse_config(bytes: &[u8]) -> Result<ImageConfig, String> {
     let c: ImageConfig =
         serde_json::from_slice(bytes).map_err(|e| format!("image config does not parse: {e}"))?;
-    if c.rootfs.kind != "layers" {
+    if c.rootfs().typ() != "layers" {
         return Err(format!(
             "image config rootfs.type is {:?}, expected \"layers\"",
-            c.rootfs.kind
+            c.rootfs().typ()
         ));
     }
     Ok(c)
@@ -228,14 +181,14 @@ pub fn parse_config(bytes: &[u8]) -> Result<ImageConfig, String> {
 /// variant when given (an entry without a variant matches any). Attestation
 /// entries (`unknown/unknown`) are never chosen.
 pub fn select_platform<'a>(index: &'a Index, want: &Platform) -> Result<&'a Descriptor, String> {
-    let candidates: Vec<&Descriptor> = index
-        .manifests
+    let manifests = index.manifests();
+    let candidates: Vec<&Descriptor> = manifests
         .iter()
         .filter(|d| {
-            d.platform.as_ref().is_some_and(|p| {
-                p.os == want.os
-                    && p.architecture == want.architecture
-                    && match (&want.variant, &p.variant) {
+            d.platform().as_ref().is_some_and(|p| {
+                p.os().to_string() == want.os
+                    && p.architecture().to_string() == want.architecture
+                    && match (&want.variant, p.variant()) {
                         (Some(w), Some(v)) => w == v,
                         _ => true,
                     }
@@ -246,16 +199,17 @@ pub fn select_platform<'a>(index: &'a Index, want: &Platform) -> Result<&'a Desc
         return Ok(d);
     }
     // A single entry without a platform (an OCI layout of one image) is that image.
-    if index.manifests.len() == 1 && index.manifests[0].platform.is_none() {
-        return Ok(&index.manifests[0]);
+    if let [only] = manifests.as_slice() {
+        if only.platform().is_none() {
+            return Ok(only);
+        }
     }
-    let have: Vec<String> = index
-        .manifests
+    let have: Vec<String> = manifests
         .iter()
         .map(|d| {
-            d.platform
+            d.platform()
                 .as_ref()
-                .map_or_else(|| "(no platform)".into(), |p| p.describe())
+                .map_or_else(|| "(no platform)".into(), describe_platform)
         })
         .collect();
     Err(format!(
@@ -288,13 +242,43 @@ mod tests {
             panic!("an index")
         };
         let arm = select_platform(&idx, &Platform::parse("linux/arm64/v8").unwrap()).unwrap();
-        assert_eq!(arm.platform.as_ref().unwrap().architecture, "arm64");
+        assert_eq!(
+            arm.platform().as_ref().unwrap().architecture().to_string(),
+            "arm64"
+        );
         assert!(select_platform(&idx, &Platform::parse("linux/amd64").unwrap()).is_ok());
         let e = select_platform(&idx, &Platform::parse("riscv64").unwrap()).unwrap_err();
         assert!(
             e.contains("linux/arm64/v8") && e.contains("--platform"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn malformed_descriptors_are_refused_when_parsed() {
+        let config = |digest: &str, size: &str| {
+            format!(
+                r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{digest}","size":{size}}},"layers":[]}}"#
+            )
+        };
+        let good = config(&format!("sha256:{}", "a".repeat(64)), "2");
+        let Document::Manifest(m) = parse_document(good.as_bytes(), None).unwrap() else {
+            panic!("a manifest")
+        };
+        assert_eq!(m.config().size(), 2);
+        assert!(descriptor_digest(m.config()).is_ok());
+        for (digest, size) in [
+            ("sha256:zz", "1"),
+            ("sha256:../../etc/passwd", "1"),
+            (&format!("sha256:{}", "A".repeat(64)) as &str, "1"),
+            (&format!("sha256:{}", "a".repeat(64)), "-1"),
+        ] {
+            let e = parse_document(config(digest, size).as_bytes(), None).unwrap_err();
+            assert!(
+                e.starts_with("manifest does not parse"),
+                "{digest} {size}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! systemd-boot and os-release inside a root filesystem.
 //!
 //! - [`discover`]: boot files inside a rootfs directory.
+//! - [`boot_files`]: the kernels, stub, systemd-boot, os-release and init of
+//!   a rootfs or image, as one value.
 //! - [`options`]: platform, insecure registries, credentials file, limits.
 //! - [`digest`], [`manifest`]: content digests and OCI/Docker documents.
 //! - [`store`], [`resolve`], [`registry`], [`daemon`]: the transports, down to
@@ -13,6 +15,7 @@
 //! - [`flatten`]: layers, top-down, into initramfs entries.
 //! - [`image`]: all of it into a compressed initrd plus the boot files.
 
+pub mod boot_files;
 pub mod daemon;
 pub mod digest;
 pub mod discover;
@@ -100,6 +103,17 @@ pub enum SourceError {
         /// The path.
         path: String,
     },
+    /// A path of an image source exists but is the wrong kind of file (a
+    /// FIFO or device would block or read a disk).
+    #[error("{spec}: {path} is not {wanted} (a FIFO or a device would block the build or read a disk); point the source at {wanted}")]
+    WrongKind {
+        /// The specification.
+        spec: String,
+        /// The path.
+        path: String,
+        /// What it must be.
+        wanted: &'static str,
+    },
     /// A registry reference that does not parse.
     #[error("{0}")]
     BadReference(String),
@@ -138,32 +152,40 @@ impl Source {
             }
             return Ok(Source::Dir(p));
         }
-        let missing = |p: &Path| SourceError::MissingPath {
-            spec: spec.to_string(),
-            path: p.display().to_string(),
+        // Absent, or there but not what the transport reads.
+        let missing = |p: &Path, wanted: &'static str| match std::fs::symlink_metadata(p) {
+            Ok(_) => SourceError::WrongKind {
+                spec: spec.to_string(),
+                path: p.display().to_string(),
+                wanted,
+            },
+            Err(_) => SourceError::MissingPath {
+                spec: spec.to_string(),
+                path: p.display().to_string(),
+            },
         };
         let transport = if let Some(rest) = spec.strip_prefix("oci:") {
             let (dir, reference) = path_and_ref(rest);
             if !dir.is_dir() {
-                return Err(missing(&dir));
+                return Err(missing(&dir, "a directory"));
             }
             Transport::Oci { dir, reference }
         } else if let Some(rest) = spec.strip_prefix("oci-archive:") {
             let (file, reference) = path_and_ref(rest);
             if !file.is_file() {
-                return Err(missing(&file));
+                return Err(missing(&file, "a regular file"));
             }
             Transport::OciArchive { file, reference }
         } else if let Some(rest) = spec.strip_prefix("docker-archive:") {
             let (file, reference) = path_and_ref(rest);
             if !file.is_file() {
-                return Err(missing(&file));
+                return Err(missing(&file, "a regular file"));
             }
             Transport::DockerArchive { file, reference }
         } else if let Some(rest) = spec.strip_prefix("tar:") {
             let file = PathBuf::from(rest);
             if !file.is_file() {
-                return Err(missing(&file));
+                return Err(missing(&file, "a regular file"));
             }
             Transport::Tar(file)
         } else if let Some(image) = spec.strip_prefix("docker-daemon:") {

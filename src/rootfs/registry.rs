@@ -20,16 +20,48 @@ use serde::Deserialize;
 use super::digest::Digest;
 use super::error::ImageError;
 use super::layer::LayerRef;
-use super::manifest::{Descriptor, MANIFEST_ACCEPT};
+use super::manifest::{descriptor_for, Descriptor, MANIFEST_ACCEPT};
 use super::options::ImageOptions;
 use super::resolve::{resolve_descriptor, BlobOpener, Resolved};
 use super::store::MAX_DOCUMENT;
+use crate::progress::{Progress, ReadProgress, Task, Unit};
 
 /// Docker Hub's registry name in references and its API endpoint.
 const DOCKER_HUB: &str = "docker.io";
 const DOCKER_HUB_API: &str = "registry-1.docker.io";
 /// Docker Hub's key in `~/.docker/config.json`.
 const DOCKER_HUB_AUTH_KEY: &str = "https://index.docker.io/v1/";
+/// Docker Hub's token service, on a host of its own.
+const DOCKER_HUB_REALM: &str = "auth.docker.io";
+
+/// Hosts (host[:port], comma-separated) that may receive registry
+/// credentials although the rule below refuses them: a token service on
+/// another host, or plain HTTP.
+pub const AUTH_HOSTS_ENV: &str = "SBKIT_REGISTRY_AUTH_HOSTS";
+
+/// The scheme and the host[:port] of a URL, lower-cased, default ports
+/// dropped (`https://Auth.Example:443/token` → `("https", "auth.example")`).
+fn url_authority(url: &str) -> Option<(String, String)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    // Userinfo (`user@host`) would let a realm look like another host.
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    let authority = authority.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "https" => ":443",
+        "http" => ":80",
+        _ => "",
+    };
+    let host = authority
+        .strip_suffix(default_port)
+        .filter(|_| !default_port.is_empty())
+        .unwrap_or(&authority)
+        .to_string();
+    Some((scheme, host))
+}
 
 /// An image reference: `[registry/]repository[:tag][@digest]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -296,6 +328,10 @@ pub struct Client {
     reference: Reference,
     creds: Option<Credentials>,
     auth: Mutex<Option<String>>,
+    /// The registry was named in `--allow-insecure-registries` (not only `*`).
+    named_insecure: bool,
+    /// Hosts the user allowed to receive credentials ([`AUTH_HOSTS_ENV`]).
+    auth_hosts: Vec<String>,
 }
 
 impl Client {
@@ -331,6 +367,16 @@ impl Client {
             reference: reference.clone(),
             creds,
             auth: Mutex::new(None),
+            named_insecure: opts
+                .insecure_registries
+                .iter()
+                .any(|r| r == &reference.registry),
+            auth_hosts: std::env::var(AUTH_HOSTS_ENV)
+                .unwrap_or_default()
+                .split(',')
+                .map(|h| h.trim().to_ascii_lowercase())
+                .filter(|h| !h.is_empty())
+                .collect(),
         };
         match client.ping() {
             Ok(()) => Ok(client),
@@ -419,6 +465,40 @@ impl Client {
         Err(self.err(format!("GET {path}: authentication failed")))
     }
 
+    /// Whether the Docker credentials may go to `url`: only to the registry's
+    /// own host (or Docker Hub's token service for Docker Hub), over HTTPS —
+    /// or over plain HTTP to a registry named in `--allow-insecure-registries`
+    /// (not just `*`) — unless the user listed the host in [`AUTH_HOSTS_ENV`].
+    /// A registry chooses its realm, so without this rule any registry (or
+    /// anyone answering for it) could collect the credentials.
+    fn may_send_credentials(&self, url: &str) -> Result<(), ImageError> {
+        let own = url_authority(&self.base)
+            .map(|(_, h)| h)
+            .unwrap_or_default();
+        let Some((scheme, host)) = url_authority(url) else {
+            return Err(self.err(format!(
+                "refusing to send the Docker credentials to {url:?}: not a plain http(s)://host URL"
+            )));
+        };
+        if self.auth_hosts.contains(&host) {
+            return Ok(());
+        }
+        let same_host = host == own || (own == DOCKER_HUB_API && host == DOCKER_HUB_REALM);
+        if !same_host {
+            return Err(self.err(format!(
+                "refusing to send the Docker credentials for {} to {url}, which is on another host ({host}); a registry chooses where it sends clients to log in. If {host} is really this registry's token service, allow it explicitly with {AUTH_HOSTS_ENV}={host}",
+                self.reference.registry
+            )));
+        }
+        if scheme != "https" && !self.named_insecure {
+            return Err(self.err(format!(
+                "refusing to send the Docker credentials for {} over plain HTTP ({url}); name the registry explicitly with --allow-insecure-registries {} (not just `*`), or allow the host with {AUTH_HOSTS_ENV}={host}",
+                self.reference.registry, self.reference.registry
+            )));
+        }
+        Ok(())
+    }
+
     /// The Authorization header answering a `WWW-Authenticate` challenge.
     fn answer(&self, challenge: &str) -> Result<String, ImageError> {
         let basic = self.creds.as_ref().map(|c| {
@@ -430,6 +510,9 @@ impl Client {
         });
         let (scheme, params) = challenge.split_once(' ').unwrap_or((challenge, ""));
         if scheme.eq_ignore_ascii_case("basic") {
+            if basic.is_some() {
+                self.may_send_credentials(&self.base)?;
+            }
             return basic.ok_or_else(|| {
                 self.err(format!(
                     "authentication required for {}; run `docker login {}` (credentials are read from the Docker config)",
@@ -459,6 +542,9 @@ impl Client {
         url.push_str(&format!("{sep}scope={}", urlencode(&scope)));
         let mut req = self.agent.get(&url);
         if let Some(b) = &basic {
+            // Checked on the realm as given: the query added above cannot
+            // change its host.
+            self.may_send_credentials(realm)?;
             req = req.set("Authorization", b);
         }
         let resp = req
@@ -585,13 +671,13 @@ fn urlencode(s: &str) -> String {
 
 struct RegistryOpener {
     client: Client,
-    bar: indicatif::ProgressBar,
+    bar: Arc<dyn Task>,
 }
 
 impl BlobOpener for RegistryOpener {
     fn open(&self, _index: usize, layer: &LayerRef) -> Result<Box<dyn Read + Send>, ImageError> {
         let r = self.client.blob(&layer.digest)?;
-        Ok(Box::new(self.bar.wrap_read(r)))
+        Ok(Box::new(ReadProgress::new(r, self.bar.clone())))
     }
 }
 
@@ -601,7 +687,7 @@ impl BlobOpener for RegistryOpener {
 pub fn resolve_registry(
     reference: &Reference,
     opts: &ImageOptions,
-    progress: &indicatif::MultiProgress,
+    progress: &dyn Progress,
 ) -> Result<Resolved, ImageError> {
     let client = Client::connect(reference, opts)?;
     let (bytes, ctype, header_digest) = client.manifest(&reference.manifest_ref())?;
@@ -630,36 +716,30 @@ pub fn resolve_registry(
         }
     }
     let top_digest = reference.digest.clone().unwrap_or(top);
-    let desc = Descriptor {
-        media_type: ctype,
-        digest: top_digest.to_string(),
-        size: bytes.len() as u64,
-        platform: None,
-        annotations: BTreeMap::new(),
-    };
+    let desc = descriptor_for(&ctype, &top_digest, bytes.len() as u64).map_err(|problem| {
+        ImageError::Registry {
+            registry: reference.registry.clone(),
+            problem: format!("manifest digest {top_digest}: {problem}"),
+        }
+    })?;
     let first = Mutex::new(Some(bytes));
     let mut fetch = |d: &Descriptor, what: &str| -> Result<Vec<u8>, ImageError> {
-        if d.digest == desc.digest {
+        if d.digest() == desc.digest() {
             if let Some(b) = first.lock().ok().and_then(|mut f| f.take()) {
                 return Ok(b);
             }
         }
+        let digest = d.digest().to_string();
         if what == "config" {
-            client.small_blob(&d.digest)
+            client.small_blob(&digest)
         } else {
-            client.manifest(&d.digest).map(|(b, _, _)| b)
+            client.manifest(&digest).map(|(b, _, _)| b)
         }
     };
     let m = resolve_descriptor(&desc, &opts.platform, &mut fetch)?;
     let total: u64 = m.layers.iter().filter_map(|l| l.size).sum();
-    let bar = progress.add(indicatif::ProgressBar::new(total));
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "pulling {msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar.set_message(reference.to_string());
+    let bar: Arc<dyn Task> = Arc::from(progress.start("pulling", Unit::Bytes, Some(total)));
+    bar.set_message(&reference.to_string());
     Ok(Resolved {
         description: format!(
             "{reference} (manifest {}, config {}, {}, {} layers)",
@@ -691,6 +771,23 @@ mod tests {
         assert_eq!(r.tag, None);
         assert_eq!(r.manifest_ref(), d);
         assert!(Reference::parse("Upper/case").is_err());
+    }
+
+    #[test]
+    fn url_authorities_compare_hosts() {
+        assert_eq!(
+            url_authority("https://Auth.Example:443/token?x=1"),
+            Some(("https".into(), "auth.example".into()))
+        );
+        assert_eq!(
+            url_authority("http://127.0.0.1:5000/v2/"),
+            Some(("http".into(), "127.0.0.1:5000".into()))
+        );
+        assert_eq!(
+            url_authority("https://registry.example@evil.example/t"),
+            None
+        );
+        assert_eq!(url_authority("/relative"), None);
     }
 
     #[test]

@@ -13,7 +13,8 @@ use super::digest::Digest;
 use super::error::ImageError;
 use super::layer::LayerRef;
 use super::manifest::{
-    self, parse_config, parse_document, select_platform, Descriptor, Document, LayerCompression,
+    self, descriptor_digest, media_type, parse_config, parse_document, select_platform, Descriptor,
+    Document, LayerCompression,
 };
 use super::options::Platform;
 use super::store::{Store, MAX_DOCUMENT};
@@ -42,8 +43,8 @@ pub type FetchFn<'a> = dyn FnMut(&Descriptor, &str) -> Result<Vec<u8>, ImageErro
 
 /// Checks a fetched document against its descriptor's digest and size.
 pub fn checked(desc: &Descriptor, what: &str, bytes: Vec<u8>) -> Result<Vec<u8>, ImageError> {
-    let digest = desc.digest().map_err(|problem| ImageError::Blob {
-        digest: desc.digest.clone(),
+    let digest = descriptor_digest(desc).map_err(|problem| ImageError::Blob {
+        digest: desc.digest().to_string(),
         what: what.into(),
         problem,
     })?;
@@ -55,11 +56,11 @@ pub fn checked(desc: &Descriptor, what: &str, bytes: Vec<u8>) -> Result<Vec<u8>,
             len: bytes.len() as u64,
         });
     }
-    if desc.size != bytes.len() as u64 {
+    if desc.size() != bytes.len() as u64 {
         return Err(ImageError::SizeMismatch {
             digest: digest.to_string(),
             what: what.into(),
-            expected: desc.size,
+            expected: desc.size(),
             actual: bytes.len() as u64,
         });
     }
@@ -87,23 +88,24 @@ pub fn resolve_descriptor(
 ) -> Result<ImageManifest, ImageError> {
     let mut desc = desc.clone();
     for _ in 0..4 {
-        let what = if desc.media_type.contains("index") || desc.media_type.contains("list") {
+        let what = if media_type(&desc).contains("index") || media_type(&desc).contains("list") {
             "index"
         } else {
             "manifest"
         };
         let bytes = checked(&desc, what, fetch(&desc, what)?)?;
-        let doc =
-            parse_document(&bytes, Some(&desc.media_type)).map_err(|problem| ImageError::Blob {
-                digest: desc.digest.clone(),
+        let doc = parse_document(&bytes, Some(media_type(&desc))).map_err(|problem| {
+            ImageError::Blob {
+                digest: desc.digest().to_string(),
                 what: what.into(),
                 problem,
-            })?;
+            }
+        })?;
         match doc {
             Document::Index(index) => {
                 desc = select_platform(&index, platform)
                     .map_err(|problem| ImageError::Blob {
-                        digest: desc.digest.clone(),
+                        digest: desc.digest().to_string(),
                         what: "index".into(),
                         problem,
                     })?
@@ -113,7 +115,7 @@ pub fn resolve_descriptor(
         }
     }
     Err(ImageError::Blob {
-        digest: desc.digest.clone(),
+        digest: desc.digest().to_string(),
         what: "index".into(),
         problem: "indexes nested more than 4 deep".into(),
     })
@@ -124,60 +126,62 @@ fn manifest_layers(
     m: &manifest::Manifest,
     fetch: &mut FetchFn<'_>,
 ) -> Result<ImageManifest, ImageError> {
-    let config_bytes = checked(&m.config, "config", fetch(&m.config, "config")?)?;
+    let config_desc = m.config();
+    let config_bytes = checked(config_desc, "config", fetch(config_desc, "config")?)?;
     let config = parse_config(&config_bytes).map_err(|problem| ImageError::Blob {
-        digest: m.config.digest.clone(),
+        digest: config_desc.digest().to_string(),
         what: "config".into(),
         problem,
     })?;
-    if config.rootfs.diff_ids.len() != m.layers.len() {
+    let diff_ids = config.rootfs().diff_ids();
+    if diff_ids.len() != m.layers().len() {
         return Err(ImageError::Blob {
-            digest: desc.digest.clone(),
+            digest: desc.digest().to_string(),
             what: "manifest".into(),
             problem: format!(
                 "it lists {} layers but its config has {} diff_ids",
-                m.layers.len(),
-                config.rootfs.diff_ids.len()
+                m.layers().len(),
+                diff_ids.len()
             ),
         });
     }
-    let n = m.layers.len();
+    let n = m.layers().len();
     let mut layers = Vec::with_capacity(n);
-    for (i, (l, diff)) in m.layers.iter().zip(&config.rootfs.diff_ids).enumerate() {
+    for (i, (l, diff)) in m.layers().iter().zip(diff_ids).enumerate() {
         let what = format!("layer {}/{n}", i + 1);
         let bad = |problem: String| ImageError::Blob {
-            digest: l.digest.clone(),
+            digest: l.digest().to_string(),
             what: what.clone(),
             problem,
         };
-        let compression = LayerCompression::from_media_type(&l.media_type).ok_or_else(|| {
+        let compression = LayerCompression::from_media_type(media_type(l)).ok_or_else(|| {
             bad(format!(
                 "unknown layer media type {:?}; only OCI/Docker tar layers (plain, gzip, zstd) can be applied",
-                l.media_type
+                media_type(l)
             ))
         })?;
         layers.push(LayerRef {
-            digest: l.digest().map_err(&bad)?,
+            digest: descriptor_digest(l).map_err(&bad)?,
             diff_id: Some(Digest::parse(diff).map_err(|e| bad(e.to_string()))?),
-            size: Some(l.size),
+            size: Some(l.size()),
             compression: Some(compression),
             what,
             verify: true,
         });
     }
     Ok(ImageManifest {
-        digest: desc.digest().map_err(|problem| ImageError::Blob {
-            digest: desc.digest.clone(),
+        digest: descriptor_digest(desc).map_err(|problem| ImageError::Blob {
+            digest: desc.digest().to_string(),
             what: "manifest".into(),
             problem,
         })?,
         layers,
-        config: m.config.digest().map_err(|problem| ImageError::Blob {
-            digest: m.config.digest.clone(),
+        config: descriptor_digest(config_desc).map_err(|problem| ImageError::Blob {
+            digest: config_desc.digest().to_string(),
             what: "config".into(),
             problem,
         })?,
-        platform: format!("{}/{}", config.os, config.architecture),
+        platform: format!("{}/{}", config.os(), config.architecture()),
     })
 }
 
@@ -214,16 +218,16 @@ fn fetch_from_store<'a>(
     store: &'a dyn Store,
 ) -> impl FnMut(&Descriptor, &str) -> Result<Vec<u8>, ImageError> + 'a {
     move |desc: &Descriptor, what: &str| {
-        let d = desc.digest().map_err(|problem| ImageError::Blob {
-            digest: desc.digest.clone(),
+        let d = descriptor_digest(desc).map_err(|problem| ImageError::Blob {
+            digest: desc.digest().to_string(),
             what: what.into(),
             problem,
         })?;
-        if desc.size > MAX_DOCUMENT {
+        if desc.size() > MAX_DOCUMENT {
             return Err(ImageError::Blob {
                 digest: d.to_string(),
                 what: what.into(),
-                problem: format!("{} bytes is too large for a {what}", desc.size),
+                problem: format!("{} bytes is too large for a {what}", desc.size()),
             });
         }
         store
@@ -254,7 +258,7 @@ pub fn resolve_oci(
         ));
     }
     let index: manifest::Index = match parse_document(&index_bytes, None) {
-        Ok(Document::Index(i)) => i,
+        Ok(Document::Index(i)) => *i,
         Ok(Document::Manifest(_)) => {
             return Err(ImageError::source(
                 spec,
@@ -269,12 +273,12 @@ pub fn resolve_oci(
             "io.containerd.image.name",
         ]
         .iter()
-        .filter_map(|k| d.annotations.get(*k).cloned())
+        .filter_map(|k| d.annotations().as_ref().and_then(|a| a.get(*k)).cloned())
         .collect()
     };
     let chosen: Descriptor = match reference {
         Some(r) => index
-            .manifests
+            .manifests()
             .iter()
             .find(|d| {
                 names(d).iter().any(|n| {
@@ -283,7 +287,7 @@ pub fn resolve_oci(
             })
             .cloned()
             .ok_or_else(|| {
-                let all: Vec<String> = index.manifests.iter().flat_map(names).collect();
+                let all: Vec<String> = index.manifests().iter().flat_map(names).collect();
                 ImageError::source(
                     spec,
                     format!(
@@ -296,13 +300,13 @@ pub fn resolve_oci(
                     ),
                 )
             })?,
-        None if index.manifests.len() == 1 => index.manifests[0].clone(),
+        None if index.manifests().len() == 1 => index.manifests()[0].clone(),
         None => {
             // Several entries: a multi-arch layout, or several named images.
             match select_platform(&index, platform) {
                 Ok(d) => d.clone(),
                 Err(problem) => {
-                    let all: Vec<String> = index.manifests.iter().flat_map(names).collect();
+                    let all: Vec<String> = index.manifests().iter().flat_map(names).collect();
                     return Err(ImageError::source(
                         spec,
                         format!(
@@ -419,19 +423,20 @@ pub fn resolve_docker_archive(
         what: "config".into(),
         problem,
     })?;
-    if config.rootfs.diff_ids.len() != entry.layers.len() {
+    let diff_ids = config.rootfs().diff_ids();
+    if diff_ids.len() != entry.layers.len() {
         return Err(ImageError::source(
             spec,
             format!(
                 "manifest.json lists {} layers but the config has {} diff_ids",
                 entry.layers.len(),
-                config.rootfs.diff_ids.len()
+                diff_ids.len()
             ),
         ));
     }
     let n = entry.layers.len();
     let mut layers = Vec::with_capacity(n);
-    for (i, (path, diff)) in entry.layers.iter().zip(&config.rootfs.diff_ids).enumerate() {
+    for (i, (path, diff)) in entry.layers.iter().zip(diff_ids).enumerate() {
         let what = format!("layer {}/{n}", i + 1);
         let diff = Digest::parse(diff).map_err(|e| ImageError::Blob {
             digest: diff.clone(),
@@ -467,7 +472,8 @@ pub fn resolve_docker_archive(
     Ok(Resolved {
         description: format!(
             "{spec} ({tag}, config {config_digest}, {}/{}, {n} layers)",
-            config.os, config.architecture
+            config.os(),
+            config.architecture()
         ),
         layers,
         opener: Arc::new(StoreOpener {
@@ -496,11 +502,14 @@ pub fn resolve_tar(file: &std::path::Path, spec: &str) -> Result<(Resolved, u64)
     struct FileOpener(std::path::PathBuf);
     impl BlobOpener for FileOpener {
         fn open(&self, _: usize, _: &LayerRef) -> Result<Box<dyn Read + Send>, ImageError> {
-            let f = std::fs::File::open(&self.0).map_err(ImageError::io(&self.0))?;
+            let f = super::store::open_regular(&self.0, true)?;
             Ok(Box::new(f))
         }
     }
-    let len = std::fs::metadata(file).map_err(ImageError::io(file))?.len();
+    let len = super::store::open_regular(file, true)?
+        .metadata()
+        .map_err(ImageError::io(file))?
+        .len();
     // No digest is known; the layer is hashed anyway and compared to itself.
     let placeholder = Digest::sha256_of(spec.as_bytes());
     Ok((

@@ -45,6 +45,51 @@ pub trait Store: Send + Sync {
     }
 }
 
+/// Opens `path` for reading only if it is a regular file: a FIFO, a device
+/// or a socket where an image file is expected would block the build forever
+/// (or read a disk), so it is refused. The open itself does not block
+/// (`O_NONBLOCK`, cleared again afterwards); with `follow` false a symlink
+/// in the last component is refused too (`O_NOFOLLOW`).
+pub fn open_regular(path: &Path, follow: bool) -> Result<File, ImageError> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let mut flags = nix::libc::O_NONBLOCK;
+    if !follow {
+        flags |= nix::libc::O_NOFOLLOW;
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)
+        .map_err(ImageError::io(path))?;
+    let ft = f.metadata().map_err(ImageError::io(path))?.file_type();
+    if !ft.is_file() {
+        let kind = if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_char_device() || ft.is_block_device() {
+            "a device"
+        } else if ft.is_socket() {
+            "a socket"
+        } else if ft.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file"
+        };
+        return Err(ImageError::source(
+            &path.display().to_string(),
+            format!(
+                "is {kind}; image files must be regular files (replace it with the file itself)"
+            ),
+        ));
+    }
+    // Back to blocking reads (no effect on a regular file, but explicit).
+    nix::fcntl::fcntl(
+        &f,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+    )
+    .map_err(|e| ImageError::io(path)(e.into()))?;
+    Ok(f)
+}
+
 /// Checks a member path: relative, no `..`.
 fn clean(path: &str) -> Option<String> {
     let mut parts = Vec::new();
@@ -98,7 +143,7 @@ impl Store for DirStore {
                 Err(e) => return Err(ImageError::io(&here)(e)),
             }
         }
-        let f = File::open(&here).map_err(ImageError::io(&here))?;
+        let f = open_regular(&here, false)?;
         let len = f.metadata().map_err(ImageError::io(&here))?.len();
         Ok(Some((Box::new(f), len)))
     }
@@ -120,7 +165,7 @@ impl TarStore {
     /// Indexes `file` by a header scan.
     pub fn open(file: &Path) -> Result<TarStore, ImageError> {
         let name = file.display().to_string();
-        let mut f = File::open(file).map_err(ImageError::io(file))?;
+        let mut f = open_regular(file, true)?;
         let mut head = [0u8; 4];
         let n = f.read(&mut head).map_err(ImageError::io(file))?;
         if LayerCompression::sniff(&head[..n]) != LayerCompression::None {
@@ -207,7 +252,7 @@ impl Store for TarStore {
         let Some((offset, len)) = self.lookup(path) else {
             return Ok(None);
         };
-        let mut f = File::open(&self.file).map_err(ImageError::io(&self.file))?;
+        let mut f = open_regular(&self.file, true)?;
         f.seek(SeekFrom::Start(offset))
             .map_err(ImageError::io(&self.file))?;
         Ok(Some((Box::new(f.take(len)), len)))

@@ -631,8 +631,6 @@ pub fn try_flatten_spec(
         sbkit::rootfs::Source::Image(i) => i,
         other => panic!("{spec} is not an image source: {other:?}"),
     };
-    let progress =
-        indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden());
     sbkit::rootfs::image::prepare(
         &src,
         None,
@@ -640,7 +638,7 @@ pub fn try_flatten_spec(
             compression: sbkit::initrd::Compression::None,
             ..Default::default()
         },
-        &progress,
+        &sbkit::progress::Quiet,
     )
     .map_err(|e| e.to_string())
 }

@@ -25,13 +25,19 @@ pub struct LocalRegistry {
 impl LocalRegistry {
     /// Starts a plain-HTTP registry; with `creds`, every request needs them.
     pub fn start(creds: Option<(&str, &str)>) -> LocalRegistry {
-        Self::start_with(creds, false)
+        Self::start_with(creds, false, None)
+    }
+
+    /// Starts a plain-HTTP registry that wants Bearer tokens from `realm`
+    /// (its `WWW-Authenticate` challenge names that URL, whatever it is).
+    pub fn start_token_auth(realm: &str) -> LocalRegistry {
+        Self::start_with(None, false, Some(realm))
     }
 
     /// Starts a registry serving HTTPS with a self-signed certificate for
     /// 127.0.0.1 (see [`LocalRegistry::certificate`]).
     pub fn start_tls() -> LocalRegistry {
-        Self::start_with(None, true)
+        Self::start_with(None, true, None)
     }
 
     /// The TLS certificate (PEM) of a registry started with [`LocalRegistry::start_tls`].
@@ -39,7 +45,7 @@ impl LocalRegistry {
         self.dir.path().join("cert.pem")
     }
 
-    fn start_with(creds: Option<(&str, &str)>, tls: bool) -> LocalRegistry {
+    fn start_with(creds: Option<(&str, &str)>, tls: bool, realm: Option<&str>) -> LocalRegistry {
         let registry = require_tool("docker-registry");
         let dir = tempfile::tempdir().unwrap();
         // A free port: bind, read it, release (the registry binds it next).
@@ -60,6 +66,29 @@ impl LocalRegistry {
             config.push_str(&format!(
                 "auth:\n  htpasswd:\n    realm: sbkit-test\n    path: {}\n",
                 file.display()
+            ));
+        }
+        if let Some(realm) = realm {
+            // Token auth needs a certificate bundle to check tokens with; any
+            // certificate does, no token here is ever valid.
+            let (cert, key) = (
+                dir.path().join("token.pem"),
+                dir.path().join("token-key.pem"),
+            );
+            run_ok(
+                Command::new(require_tool("openssl"))
+                    .args([
+                        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    ])
+                    .args(["-subj", "/CN=sbkit-token"])
+                    .arg("-keyout")
+                    .arg(&key)
+                    .arg("-out")
+                    .arg(&cert),
+            );
+            config.push_str(&format!(
+                "auth:\n  token:\n    realm: {realm}\n    service: sbkit-test\n    issuer: sbkit-test\n    rootcertbundle: {}\n",
+                cert.display()
             ));
         }
         if tls {
