@@ -164,7 +164,10 @@ pub fn build_store(
             continue;
         }
         if let Some(kv) = keys.get(role) {
-            let source = keys.dir.join(role.file("esl")).display().to_string();
+            let source = crate::store::KeyDir::open(&keys.dir)
+                .variable_path(role, "esl")
+                .display()
+                .to_string();
             set(
                 &mut store,
                 key_var(role.name(), role.vendor(), kv.value()),

@@ -185,6 +185,10 @@ impl Signer for FileSigner {
     fn describe(&self) -> String {
         format!("{} key ({})", self.algorithm, self.origin)
     }
+
+    fn as_file_signer(&self) -> Option<&FileSigner> {
+        Some(self)
+    }
 }
 
 fn digest_name(d: DigestAlgorithm) -> &'static str {

@@ -34,6 +34,18 @@ pub enum WriteError {
         /// Advice for the user, possibly empty.
         hint: &'static str,
     },
+    /// The commit marker names a path that is not a plain name inside the directory.
+    #[error("{marker} names {name:?}, which {problem}; an interrupted sbkit run never writes that, so nothing was touched. Inspect {staging} (someone else may have planted it) and remove it by hand")]
+    UnsafeName {
+        /// The marker file.
+        marker: String,
+        /// The offending name.
+        name: String,
+        /// What is wrong with it.
+        problem: String,
+        /// The staging directory.
+        staging: String,
+    },
     /// The commit marker of an interrupted run is unreadable.
     #[error("{path} is corrupt ({message}); inspect the directory and remove {staging} by hand")]
     Marker {
@@ -254,6 +266,82 @@ fn move_aside(dir: &Path, backup: &Path, name: &str) -> Result<bool, WriteError>
     Ok(true)
 }
 
+/// Why `name` (from a commit plan) is not a safe relative name under `base`,
+/// or `None` when it is: plain components only (no `..`, `.`, root or
+/// empty part, no NUL), and no component that exists under `base` as
+/// anything but a real directory (a symbolic link would be followed).
+fn unsafe_name(base: &Path, name: &str) -> Option<String> {
+    use std::path::Component;
+    if name.is_empty() {
+        return Some("is empty".into());
+    }
+    if name.len() > 1024 {
+        return Some("is longer than any name sbkit writes".into());
+    }
+    if name.contains('\0') {
+        return Some("contains a NUL byte".into());
+    }
+    if name.starts_with('/') {
+        return Some("is an absolute path".into());
+    }
+    let path = Path::new(name);
+    let parts: Vec<Component> = path.components().collect();
+    for c in &parts {
+        match c {
+            Component::Normal(_) => {}
+            Component::ParentDir => return Some("contains `..`".into()),
+            Component::RootDir | Component::Prefix(_) => return Some("is an absolute path".into()),
+            Component::CurDir => return Some("contains `.`".into()),
+        }
+    }
+    if name.split('/').any(str::is_empty) {
+        return Some("contains an empty path component".into());
+    }
+    // Every directory on the way must be a real directory, never a link.
+    let mut at = base.to_path_buf();
+    for c in parts.iter().take(parts.len().saturating_sub(1)) {
+        at.push(c);
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Some(format!("passes through {}, a symbolic link", at.display()))
+            }
+            Ok(m) if !m.is_dir() => {
+                return Some(format!("passes through {}, not a directory", at.display()))
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Checks every name of a plan read back from disk before anything moves.
+fn check_plan(dir: &Path, plan: &CommitPlan, marker: &Path) -> Result<(), WriteError> {
+    let staging = dir.join(STAGING_DIR);
+    let refuse = |name: &str, problem: String| WriteError::UnsafeName {
+        marker: marker.display().to_string(),
+        name: name.to_string(),
+        problem,
+        staging: staging.display().to_string(),
+    };
+    if plan.backup.contains('/') || !plan.backup.starts_with("replaced-") {
+        return Err(refuse(
+            &plan.backup,
+            "is not a replaced-<time> directory name".into(),
+        ));
+    }
+    if let Some(problem) = unsafe_name(dir, &plan.backup) {
+        return Err(refuse(&plan.backup, problem));
+    }
+    for name in plan.install.iter().chain(&plan.displace) {
+        for base in [dir, staging.as_path(), dir.join(&plan.backup).as_path()] {
+            if let Some(problem) = unsafe_name(base, name) {
+                return Err(refuse(name, problem));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Installs staged files per the plan. Idempotent: a file still in staging is
 /// not installed yet, so whatever has its name in the target is old.
 fn roll_forward(dir: &Path, plan: &CommitPlan) -> Result<CommitReport, WriteError> {
@@ -292,8 +380,17 @@ fn roll_forward(dir: &Path, plan: &CommitPlan) -> Result<CommitReport, WriteErro
 /// `dir`. Returns `true` when there was one.
 pub fn recover(dir: &Path) -> Result<bool, WriteError> {
     let staging = dir.join(STAGING_DIR);
-    if !staging.exists() {
-        return Ok(false);
+    match fs::symlink_metadata(&staging) {
+        Err(_) => return Ok(false),
+        Ok(m) if !m.is_dir() => {
+            return Err(WriteError::UnsafeName {
+                marker: staging.display().to_string(),
+                name: STAGING_DIR.into(),
+                problem: "is not a directory (a symbolic link or file)".into(),
+                staging: staging.display().to_string(),
+            })
+        }
+        Ok(_) => {}
     }
     let marker = staging.join(COMMIT_MARKER);
     if marker.exists() {
@@ -303,6 +400,9 @@ pub fn recover(dir: &Path) -> Result<bool, WriteError> {
             message: e.to_string(),
             staging: staging.display().to_string(),
         })?;
+        // The marker is data on disk, not ours until checked: a name that
+        // leaves the directory would let whoever planted it replace any file.
+        check_plan(dir, &plan, &marker)?;
         roll_forward(dir, &plan)?;
     } else {
         fs::remove_dir_all(&staging).map_err(io_err("cannot remove", &staging))?;
