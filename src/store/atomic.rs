@@ -7,13 +7,14 @@
 //! new set replaces are moved aside into a `replaced-<time>/` directory, never
 //! deleted. Readers call [`recover`] first, so they never see a half-installed set.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
+
+use super::write::{crash_point, Access, FileWriteError};
 
 /// The staging directory's name inside the target directory.
 pub const STAGING_DIR: &str = ".sbkit-staging";
@@ -34,6 +35,9 @@ pub enum WriteError {
         /// Advice for the user, possibly empty.
         hint: &'static str,
     },
+    /// Writing one file failed.
+    #[error(transparent)]
+    File(#[from] FileWriteError),
     /// The commit marker names a path that is not a plain name inside the directory.
     #[error("{marker} names {name:?}, which {problem}; an interrupted sbkit run never writes that, so nothing was touched. Inspect {staging} (someone else may have planted it) and remove it by hand")]
     UnsafeName {
@@ -170,7 +174,11 @@ impl WriteSet {
         }
         recover(&self.dir)?;
         let staging = self.dir.join(STAGING_DIR);
-        fs::create_dir(&staging).map_err(io_err("cannot create staging directory", &staging))?;
+        // 0700 from creation on: staged secrets are never in a directory others can enter.
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&staging)
+            .map_err(io_err("cannot create staging directory", &staging))?;
         fs::set_permissions(&staging, fs::Permissions::from_mode(0o700))
             .map_err(io_err("cannot set permissions of", &staging))?;
         let result = self.stage_and_commit(&staging, backup_tag);
@@ -191,10 +199,16 @@ impl WriteSet {
             make_parents(staging, &path)?;
             if f.symlink {
                 let target = String::from_utf8_lossy(&f.contents).into_owned();
+                crash_point();
                 std::os::unix::fs::symlink(&target, &path)
                     .map_err(io_err("cannot create symbolic link", &path))?;
             } else {
-                write_synced(&path, &f.contents, f.secret)?;
+                let access = if f.secret {
+                    Access::Secret
+                } else {
+                    Access::Public
+                };
+                super::write::write_synced(&path, &f.contents, access)?;
             }
         }
         sync_dir(staging)?;
@@ -204,7 +218,7 @@ impl WriteSet {
             backup: format!("replaced-{backup_tag}"),
         };
         let marker = serde_json::to_vec_pretty(&plan).unwrap_or_default();
-        write_synced(&staging.join(COMMIT_MARKER), &marker, false)?;
+        super::write::write_synced(&staging.join(COMMIT_MARKER), &marker, Access::Secret)?;
         sync_dir(staging)?;
         roll_forward(&self.dir, &plan)
     }
@@ -214,7 +228,11 @@ impl WriteSet {
 fn make_parents(base: &Path, path: &Path) -> Result<(), WriteError> {
     if let Some(parent) = path.parent() {
         if parent != base && !parent.exists() {
-            fs::create_dir_all(parent).map_err(io_err("cannot create directory", parent))?;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(io_err("cannot create directory", parent))?;
             let mut d = parent;
             while d != base {
                 fs::set_permissions(d, fs::Permissions::from_mode(0o700))
@@ -229,27 +247,8 @@ fn make_parents(base: &Path, path: &Path) -> Result<(), WriteError> {
     Ok(())
 }
 
-fn write_synced(path: &Path, contents: &[u8], secret: bool) -> Result<(), WriteError> {
-    let mode = if secret { 0o600 } else { 0o644 };
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(io_err("cannot create", path))?;
-    // The umask can only narrow the mode; set it explicitly so 0644 stays 0644.
-    f.set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(io_err("cannot set permissions of", path))?;
-    f.write_all(contents)
-        .map_err(io_err("cannot write", path))?;
-    f.sync_all().map_err(io_err("cannot sync", path))?;
-    Ok(())
-}
-
 fn sync_dir(dir: &Path) -> Result<(), WriteError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("cannot sync directory", dir))
+    Ok(super::write::sync_dir(dir)?)
 }
 
 fn move_aside(dir: &Path, backup: &Path, name: &str) -> Result<bool, WriteError> {
@@ -262,6 +261,7 @@ fn move_aside(dir: &Path, backup: &Path, name: &str) -> Result<bool, WriteError>
         .map_err(io_err("cannot set permissions of", backup))?;
     let target = backup.join(name);
     make_parents(backup, &target)?;
+    crash_point();
     fs::rename(&old, &target).map_err(io_err("cannot move aside", &old))?;
     Ok(true)
 }
@@ -360,7 +360,7 @@ fn roll_forward(dir: &Path, plan: &CommitPlan) -> Result<CommitReport, WriteErro
             replaced |= move_aside(dir, &backup, name)?;
             let target = dir.join(name);
             make_parents(dir, &target)?;
-            fs::rename(&staged, &target).map_err(io_err("cannot install", &target))?;
+            super::write::rename(&staged, &target)?;
         }
         report.written.push(name.clone());
     }
@@ -369,6 +369,7 @@ fn roll_forward(dir: &Path, plan: &CommitPlan) -> Result<CommitReport, WriteErro
         sync_dir(&backup)?;
         replaced = true;
     }
+    crash_point();
     fs::remove_file(staging.join(COMMIT_MARKER)).map_err(io_err("cannot remove", &staging))?;
     fs::remove_dir_all(&staging).map_err(io_err("cannot remove", &staging))?;
     sync_dir(dir)?;

@@ -9,6 +9,7 @@ pub mod keydir;
 pub mod layout;
 pub mod manifest;
 pub mod signing;
+pub mod write;
 
 pub use keydir::{KeyBackend, KeyDir, Unlock};
 pub use layout::Role;
