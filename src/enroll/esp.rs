@@ -217,7 +217,11 @@ fn stage_key_set(
         cause,
     };
     let from_write = |e: FileWriteError| match e {
-        FileWriteError::Io { path, source, .. } => not_writable(&path, source),
+        FileWriteError::Io {
+            path,
+            cause: source,
+            ..
+        } => not_writable(&path, source),
         FileWriteError::Exists(path) => not_writable(
             &path,
             std::io::Error::from(std::io::ErrorKind::AlreadyExists),
@@ -337,7 +341,7 @@ pub fn run(opts: &EspOptions) -> Result<EspReport, EspError> {
             esp: opts.esp.display().to_string(),
             path: conf_tmp.display().to_string(),
             cause: match e {
-                crate::store::write::FileWriteError::Io { source, .. } => source,
+                crate::store::write::FileWriteError::Io { cause: source, .. } => source,
                 other => std::io::Error::other(other.to_string()),
             },
         })
@@ -358,7 +362,7 @@ pub fn run(opts: &EspOptions) -> Result<EspReport, EspError> {
     }
     let swap = |from: &Path, to: &Path| -> Result<(), EspError> {
         crate::store::write::rename(from, to).map_err(|e| match e {
-            crate::store::write::FileWriteError::Io { source, .. } => {
+            crate::store::write::FileWriteError::Io { cause: source, .. } => {
                 io_err("cannot install", to)(source)
             }
             other => io_err("cannot install", to)(std::io::Error::other(other.to_string())),

@@ -260,7 +260,7 @@ fn verify_read_back(image: &[u8], keys: &KeySet, setup_mode: bool) -> Result<(),
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use crate::store::write::{write_file, Access, FileWriteError};
     write_file(path, bytes, Access::Public).map_err(|e| match e {
-        FileWriteError::Io { source, .. } => source,
+        FileWriteError::Io { cause: source, .. } => source,
         other => std::io::Error::other(other.to_string()),
     })
 }

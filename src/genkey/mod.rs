@@ -106,7 +106,7 @@ pub enum GenkeyError {
     Validity(u32),
     /// Reading the firmware export failed.
     #[error("--custom-cert-dir: {0}")]
-    Import(#[from] ImportError),
+    Import(ImportError),
     /// A key file failed.
     #[error(transparent)]
     Key(#[from] KeyFileError),
@@ -127,7 +127,7 @@ pub enum GenkeyError {
     List(&'static str, String),
     /// The hardened layout's passphrase could not be read.
     #[error("the key passphrase: {0}")]
-    Passphrase(#[from] SecretError),
+    Passphrase(SecretError),
     /// Encrypting or decrypting a hardened key failed.
     #[error(transparent)]
     Hardened(#[from] hardened::HardenedError),
@@ -145,6 +145,22 @@ pub enum GenkeyError {
         /// The key's description.
         held: String,
     },
+}
+
+// By hand rather than `#[from]`: the message already shows the inner error,
+// and a source as well would print it twice in an error chain.
+impl From<SecretError> for GenkeyError {
+    fn from(e: SecretError) -> Self {
+        GenkeyError::Passphrase(e)
+    }
+}
+
+// By hand rather than `#[from]`: the message already shows the inner error,
+// and a source as well would print it twice in an error chain.
+impl From<ImportError> for GenkeyError {
+    fn from(e: ImportError) -> Self {
+        GenkeyError::Import(e)
+    }
 }
 
 /// One variable in the report.

@@ -26,7 +26,7 @@ pub enum CertProfile {
 pub enum CertError {
     /// rcgen refused the parameters.
     #[error("cannot build certificate: {0}")]
-    Build(#[from] rcgen::Error),
+    Build(rcgen::Error),
     /// The signer's public key does not parse.
     #[error("the signer's public key is not a valid SubjectPublicKeyInfo: {0}")]
     PublicKey(String),
@@ -39,6 +39,14 @@ pub enum CertError {
         /// The days asked for.
         days: u32,
     },
+}
+
+// By hand rather than `#[from]`: the message already shows the inner error,
+// and a source as well would print it twice in an error chain.
+impl From<rcgen::Error> for CertError {
+    fn from(e: rcgen::Error) -> Self {
+        CertError::Build(e)
+    }
 }
 
 /// The request for one certificate.

@@ -15,14 +15,14 @@ pub enum FileError {
     #[error("{0} exists; nothing was changed. Choose another name or move the old file away (sbkit never overwrites a backup or certificate)")]
     Exists(PathBuf),
     /// I/O failed.
-    #[error("{action} {path}: {source}")]
+    #[error("{action} {path}: {cause}")]
     Io {
         /// What was being done.
         action: &'static str,
         /// Where.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -30,7 +30,7 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
     move |source| FileError::Io {
         action,
         path: path.to_path_buf(),
-        source,
+        cause: source,
     }
 }
 
@@ -56,12 +56,12 @@ pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), FileErro
         FileWriteError::Io {
             action,
             path,
-            source,
+            cause: source,
             ..
         } => FileError::Io {
             action,
             path,
-            source,
+            cause: source,
         },
     })
 }

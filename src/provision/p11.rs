@@ -84,14 +84,14 @@ pub enum P11Error {
     #[error(transparent)]
     Pin(#[from] PinError),
     /// A PKCS#11 call failed.
-    #[error("PKCS#11 {action} on token {token} failed: {source}{hint}")]
+    #[error("PKCS#11 {action} on token {token} failed: {cause}{hint}")]
     Call {
         /// What we were doing.
         action: &'static str,
         /// The token.
         token: String,
         /// cryptoki's error.
-        source: cryptoki::error::Error,
+        cause: cryptoki::error::Error,
         /// Advice.
         hint: &'static str,
     },
@@ -149,7 +149,7 @@ pub fn find_token(ctx: &Pkcs11, uri: &Pkcs11Uri) -> Result<(Slot, TokenInfo), P1
     let mut found = slots::scan(ctx, uri).map_err(|source| P11Error::Call {
         action: "C_GetSlotList",
         token: uri_text.clone(),
-        source,
+        cause: source,
         hint: "",
     })?;
     match found.matching.len() {
@@ -185,7 +185,7 @@ pub fn open_token(uri_text: &str, login: bool, rw: bool) -> Result<TokenSession,
         move |source| P11Error::Call {
             action,
             token,
-            source,
+            cause: source,
             hint,
         }
     };
@@ -259,7 +259,7 @@ pub fn open_token(uri_text: &str, login: bool, rw: bool) -> Result<TokenSession,
                 return Err(P11Error::Call {
                     action: "C_Login",
                     token: label,
-                    source,
+                    cause: source,
                     hint: "",
                 })
             }
@@ -507,7 +507,7 @@ pub fn import(ts: &TokenSession, req: &ImportRequest<'_>) -> Result<(), P11Error
         move |source| P11Error::Call {
             action,
             token,
-            source,
+            cause: source,
             hint,
         }
     };

@@ -45,14 +45,14 @@ pub enum SecretError {
         what: String,
     },
     /// The file cannot be read.
-    #[error("{what}: cannot read {path}: {source}")]
+    #[error("{what}: cannot read {path}: {cause}")]
     Read {
         /// Which secret.
         what: String,
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The environment variable is not set.
     #[error("{what}: environment variable {var} is not set or empty")]
@@ -81,12 +81,12 @@ pub enum SecretError {
         what: String,
     },
     /// Reading the terminal failed.
-    #[error("{what}: cannot read from the terminal: {source}")]
+    #[error("{what}: cannot read from the terminal: {cause}")]
     Prompt {
         /// Which secret.
         what: String,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -144,7 +144,7 @@ pub fn read_file(what: &str, path: &Path) -> Result<LockedBytes, SecretError> {
     let read_err = |source| SecretError::Read {
         what: what.to_string(),
         path: path.to_path_buf(),
-        source,
+        cause: source,
     };
     let meta = std::fs::metadata(path).map_err(read_err)?;
     if meta.len() > MAX_SECRET_LEN as u64 + 2 {
@@ -172,7 +172,7 @@ pub fn can_prompt() -> bool {
 fn prompt_once(what: &str, prompt: &str) -> Result<LockedBytes, SecretError> {
     let typed = rpassword::prompt_password(prompt).map_err(|source| SecretError::Prompt {
         what: what.to_string(),
-        source,
+        cause: source,
     })?;
     let mut bytes = typed.into_bytes();
     let too_long = bytes.len() > MAX_SECRET_LEN;

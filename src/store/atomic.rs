@@ -24,14 +24,14 @@ const COMMIT_MARKER: &str = "COMMIT.json";
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     /// An I/O operation failed; `path` says where.
-    #[error("{action} {path}: {source}{hint}")]
+    #[error("{action} {path}: {cause}{hint}")]
     Io {
         /// What was being done.
         action: &'static str,
         /// Where.
         path: String,
         /// The error.
-        source: std::io::Error,
+        cause: std::io::Error,
         /// Advice for the user, possibly empty.
         hint: &'static str,
     },
@@ -77,7 +77,7 @@ fn io_err<'a>(
         WriteError::Io {
             action,
             path: path.display().to_string(),
-            source,
+            cause: source,
             hint,
         }
     }

@@ -17,12 +17,12 @@ const EXTENSIONS: [&str; 8] = ["", ".esl", ".auth", ".der", ".cer", ".crt", ".pe
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     /// The directory or a file cannot be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Read {
         /// Where.
         path: String,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A file's bytes are not what its name says.
     #[error("{path}: byte offset {offset}: {problem}. Export the variable again (e.g. `efi-readvar -v {var} -o {var}.esl`) or remove the file")]
@@ -78,7 +78,10 @@ fn candidate_names(role: Role) -> Vec<String> {
 pub fn read_export_dir(dir: &Path, our_owner: Guid) -> Result<Imported, ImportError> {
     let read_err = |path: &Path| {
         let path = path.display().to_string();
-        move |source| ImportError::Read { path, source }
+        move |source| ImportError::Read {
+            path,
+            cause: source,
+        }
     };
     let mut known: Vec<(Role, PathBuf)> = Vec::new();
     let mut ignored = Vec::new();

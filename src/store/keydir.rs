@@ -66,12 +66,12 @@ pub enum KeyDirError {
         path: String,
     },
     /// I/O.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Read {
         /// The file.
         path: String,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A token key failed to open.
     #[error(transparent)]
@@ -288,7 +288,7 @@ impl KeyDir {
             let path = self.root.join(self.pcr_public_key_file());
             let pem = std::fs::read(&path).map_err(|source| KeyDirError::Read {
                 path: path.display().to_string(),
-                source,
+                cause: source,
             })?;
             return openssl::pkey::PKey::public_key_from_pem(&pem)
                 .and_then(|k| k.public_key_to_der())
@@ -409,7 +409,7 @@ impl KeyDir {
 pub fn read_certificate(path: &Path) -> Result<Vec<u8>, KeyDirError> {
     let bytes = std::fs::read(path).map_err(|source| KeyDirError::Read {
         path: path.display().to_string(),
-        source,
+        cause: source,
     })?;
     crate::keys::cert::certificate_der(&bytes).ok_or_else(|| KeyDirError::Certificate {
         path: path.display().to_string(),

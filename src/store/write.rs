@@ -42,14 +42,14 @@ pub enum FileWriteError {
     #[error("{0} exists; nothing was changed. Choose another name or move the old file away")]
     Exists(PathBuf),
     /// An I/O operation failed.
-    #[error("{action} {path}: {source}{hint}")]
+    #[error("{action} {path}: {cause}{hint}")]
     Io {
         /// What was being done.
         action: &'static str,
         /// Where.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
         /// Advice, possibly empty.
         hint: &'static str,
     },
@@ -71,7 +71,7 @@ pub fn io_error<'a>(
         FileWriteError::Io {
             action,
             path: path.to_path_buf(),
-            source,
+            cause: source,
             hint,
         }
     }
