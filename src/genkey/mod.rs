@@ -101,6 +101,9 @@ pub enum GenkeyError {
         /// The missing file.
         path: String,
     },
+    /// The timestamp is before 1970 (SOURCE_DATE_EPOCH is never negative).
+    #[error("the timestamp {0} (SOURCE_DATE_EPOCH) is before 1970-01-01 and out of range: SOURCE_DATE_EPOCH counts seconds since 1970 and cannot be negative; unset it or give a date after 1970")]
+    TimestampOutOfRange(i64),
     /// Bad validity.
     #[error("--expiration-in-days {0}: must be between 1 and {max}", max = cert::MAX_VALIDITY_DAYS)]
     Validity(u32),
@@ -353,8 +356,13 @@ pub fn run(
     if opts.days == 0 || opts.days > cert::MAX_VALIDITY_DAYS {
         return Err(GenkeyError::Validity(opts.days));
     }
+    if opts.timestamp.unix_timestamp() < 0 {
+        return Err(GenkeyError::TimestampOutOfRange(
+            opts.timestamp.unix_timestamp(),
+        ));
+    }
     check_output(&opts.output)?;
-    crate::store::atomic::recover(&opts.output).ok();
+    crate::store::atomic::recover(&opts.output)?;
     let existing = existing_key_files(&opts.output);
     if !existing.is_empty() && !opts.force && !opts.reuse_keys {
         return Err(GenkeyError::KeySetExists {

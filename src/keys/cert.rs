@@ -33,6 +33,14 @@ pub enum CertError {
     /// Bytes that are not a DER certificate.
     #[error("not an X.509 certificate: {0}")]
     Parse(String),
+    /// The validity would end after 9999-12-31, which X.509 time cannot express.
+    #[error("a certificate valid from {not_before} for {days} days would end after the year 9999, which is out of range for X.509: give an earlier SOURCE_DATE_EPOCH or fewer --expiration-in-days")]
+    OutOfRange {
+        /// The start asked for.
+        not_before: String,
+        /// The days asked for.
+        days: u32,
+    },
     /// The validity period does not fit.
     #[error("validity of {days} days does not fit a certificate (use 1 to 36500)")]
     Validity {
@@ -132,7 +140,15 @@ pub fn issue_self_signed(signer: &dyn Signer, req: &CertRequest<'_>) -> Result<V
         .not_before
         .replace_nanosecond(0)
         .unwrap_or(req.not_before);
-    let not_after = not_before + time::Duration::days(i64::from(req.days));
+    let not_after = not_before
+        .checked_add(time::Duration::days(i64::from(req.days)))
+        .filter(|t| t.year() <= 9999)
+        .ok_or_else(|| CertError::OutOfRange {
+            not_before: not_before
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_else(|_| not_before.unix_timestamp().to_string()),
+            days: req.days,
+        })?;
 
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();

@@ -31,12 +31,12 @@ pub enum SecretSource {
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
     /// The source text is not `prompt`, `file:PATH` or `env:VAR`.
-    #[error("{what}: {given:?} is not a secret source; write prompt, file:/path/to/file or env:VARIABLE (the secret itself is never accepted on the command line: it would end up in shell history and `ps`)")]
+    #[error("{what}: the value given ({length} characters, not shown) is not a secret source; write prompt, file:/path/to/file or env:VARIABLE (the secret itself is never accepted on the command line: it would end up in shell history and `ps`)")]
     BadSource {
         /// Which secret.
         what: String,
-        /// What was given, shortened and masked.
-        given: String,
+        /// How long the value was; the value itself may be the secret, so no part of it is kept.
+        length: usize,
     },
     /// A prompt was asked for but there is no terminal.
     #[error("{what}: no terminal to prompt on; give it as file:/path or env:VARIABLE")]
@@ -107,15 +107,11 @@ impl FromStr for SecretSource {
                 return Ok(SecretSource::Env(v.to_string()));
             }
         }
-        // The text may be the secret itself: never echo it whole.
-        let masked: String = s
-            .chars()
-            .take(3)
-            .chain(std::iter::repeat_n('…', usize::from(s.chars().count() > 3)))
-            .collect();
+        // The text may be the secret itself: not one character of it is echoed
+        // (even a prefix narrows a guess and lands in logs).
         Err(SecretError::BadSource {
             what: "secret".into(),
-            given: masked,
+            length: s.chars().count(),
         })
     }
 }
@@ -262,7 +258,8 @@ mod tests {
             .parse::<SecretSource>()
             .unwrap_err()
             .to_string();
-        assert!(!e.contains("hunter2secret"), "{e}");
+        assert!(!e.contains("hun"), "no part of the secret is echoed: {e}");
+        assert!(e.contains("13 characters, not shown"), "{e}");
         assert!(e.contains("file:"), "{e}");
         assert!("file:".parse::<SecretSource>().is_err());
     }

@@ -168,9 +168,16 @@ fn parse_export(
             .map(|db| db.lists)
             .map_err(|e| shift(e, data_offset));
     }
-    if bytes.first() == Some(&0x30) {
+    let der_like = bytes.first() == Some(&0x30);
+    if der_like {
         if let Some(der) = crate::keys::cert::certificate_der(bytes) {
             return Ok(vec![cert_list(&der, our_owner)]);
+        }
+        // A DER SEQUENCE that does not parse as a certificate: no standard
+        // signature-list type GUID starts with 0x30, so unless it happens to
+        // be a valid list, say what it is — a broken certificate.
+        if SignatureDatabase::parse(bytes).is_err() {
+            return Err(der_problem(bytes));
         }
     }
     let _ = role;
@@ -188,6 +195,40 @@ fn parse_export(
                 Err((at_zero.offset, at_zero.problem))
             }
         }
+    }
+}
+
+/// What is wrong with bytes that start like a DER certificate but do not parse.
+fn der_problem(bytes: &[u8]) -> (usize, String) {
+    // The SEQUENCE header: short form, or long form with 1 to 4 length bytes.
+    let announced = match bytes.get(1) {
+        Some(&n) if n < 0x80 => Some(2 + usize::from(n)),
+        Some(&n) if (0x81..=0x84).contains(&n) => {
+            let count = usize::from(n & 0x7f);
+            bytes.get(2..2 + count).map(|len| {
+                len.iter()
+                    .fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
+                    .saturating_add(2 + count)
+            })
+        }
+        _ => None,
+    };
+    match announced {
+        Some(total) if total > bytes.len() => (
+            bytes.len(),
+            format!(
+                "truncated DER certificate: its header announces {total} bytes but the file has {}; export it again",
+                bytes.len()
+            ),
+        ),
+        None if bytes.len() < 6 => (
+            bytes.len(),
+            format!("truncated DER certificate: the file has only {} bytes", bytes.len()),
+        ),
+        _ => (
+            0,
+            "a DER structure that is not an X.509 certificate (nor a signature list)".into(),
+        ),
     }
 }
 
