@@ -7,11 +7,12 @@
 //! `if-safe`.
 //!
 //! The key set is written whole into `loader/keys/.NAME.sbkit-new/` and
-//! swapped in for `loader/keys/NAME/` by renaming directories, and
-//! `loader.conf` is replaced last, atomically. An interruption at any point
-//! leaves systemd-boot the old key set, the complete new one, or (between
-//! the two renames) none — never a mix of old and new `.auth` files — and
-//! the next run puts the old set back before it starts.
+//! swapped with `loader/keys/NAME/` in one atomic `renameat2(RENAME_EXCHANGE)`
+//! (Linux 6.0+ vfat, ext4, tmpfs…; elsewhere two renames, with a moment of
+//! no key set at all), and `loader.conf` is replaced last, atomically. An
+//! interruption at any point leaves systemd-boot the old key set or the
+//! complete new one — never a mix of old and new `.auth` files — and the
+//! next run clears what was left.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -368,10 +369,22 @@ pub fn run(opts: &EspOptions) -> Result<EspReport, EspError> {
             other => io_err("cannot install", to)(std::io::Error::other(other.to_string())),
         })
     };
-    if keys_dir.exists() {
-        swap(&keys_dir, &swapped_out)?;
+    let exchanged = keys_dir.exists()
+        && crate::store::write::exchange(&staging, &keys_dir).map_err(|e| match e {
+            crate::store::write::FileWriteError::Io { cause: source, .. } => {
+                io_err("cannot install", &keys_dir)(source)
+            }
+            other => io_err("cannot install", &keys_dir)(std::io::Error::other(other.to_string())),
+        })?;
+    if exchanged {
+        // The old set is now under the staging name.
+        swap(&staging, &swapped_out)?;
+    } else {
+        if keys_dir.exists() {
+            swap(&keys_dir, &swapped_out)?;
+        }
+        swap(&staging, &keys_dir)?;
     }
-    swap(&staging, &keys_dir)?;
     let _ = crate::store::write::sync_dir(&keys_parent);
     if swapped_out.exists() {
         crate::store::write::crash_point();

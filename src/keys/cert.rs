@@ -27,6 +27,9 @@ pub enum CertError {
     /// rcgen refused the parameters.
     #[error("cannot build certificate: {0}")]
     Build(rcgen::Error),
+    /// The key failed to sign (or, offline, asks for a signing request).
+    #[error(transparent)]
+    Sign(crate::keys::SignError),
     /// The signer's public key does not parse.
     #[error("the signer's public key is not a valid SubjectPublicKeyInfo: {0}")]
     PublicKey(String),
@@ -80,6 +83,9 @@ struct RcgenKey<'a> {
     signer: &'a dyn Signer,
     raw_public_key: Vec<u8>,
     algorithm: &'static rcgen::SignatureAlgorithm,
+    /// The signer's own error, which rcgen's error type cannot carry (an
+    /// offline key's signing request must reach the caller intact).
+    failure: std::sync::Mutex<Option<crate::keys::SignError>>,
 }
 
 impl<'a> RcgenKey<'a> {
@@ -96,6 +102,7 @@ impl<'a> RcgenKey<'a> {
             KeyAlgorithm::P384 => &rcgen::PKCS_ECDSA_P384_SHA384,
         };
         Ok(RcgenKey {
+            failure: std::sync::Mutex::new(None),
             signer,
             raw_public_key,
             algorithm,
@@ -116,9 +123,12 @@ impl rcgen::PublicKeyData for RcgenKey<'_> {
 impl rcgen::SigningKey for RcgenKey<'_> {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
         let digest = self.signer.algorithm().default_digest();
-        self.signer
-            .sign(digest, msg)
-            .map_err(|_| rcgen::Error::RemoteKeyError)
+        self.signer.sign(digest, msg).map_err(|e| {
+            if let Ok(mut f) = self.failure.lock() {
+                *f = Some(e);
+            }
+            rcgen::Error::RemoteKeyError
+        })
     }
 }
 
@@ -186,7 +196,16 @@ pub fn issue_self_signed(signer: &dyn Signer, req: &CertRequest<'_>) -> Result<V
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
         }
     }
-    let cert = params.self_signed(&key)?;
+    let cert = match params.self_signed(&key) {
+        Ok(c) => c,
+        Err(e) => {
+            let failure = key.failure.lock().ok().and_then(|mut f| f.take());
+            return Err(match failure {
+                Some(sign) => CertError::Sign(sign),
+                None => CertError::Build(e),
+            });
+        }
+    };
     Ok(cert.der().to_vec())
 }
 

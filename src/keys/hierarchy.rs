@@ -259,6 +259,27 @@ mod tests {
     }
 
     #[test]
+    fn operations_with_an_offline_key_return_the_request_not_a_generic_failure() {
+        let real = FileSigner::generate(KeyAlgorithm::Rsa2048).unwrap();
+        let offline = OfflineSigner::new(KeyRole::Pk, &real.public_key_der(), "safe").unwrap();
+        let req = crate::keys::cert::CertRequest {
+            common_name: "t PK",
+            organization: "t",
+            profile: crate::keys::cert::CertProfile::PlatformKey,
+            not_before: time::OffsetDateTime::UNIX_EPOCH,
+            days: 1,
+        };
+        match crate::keys::cert::issue_self_signed(&offline, &req) {
+            Err(crate::keys::cert::CertError::Sign(SignError::RequestNeeded(r))) => {
+                // The bytes are the certificate's TBS: a DER SEQUENCE.
+                assert_eq!(r.to_sign.first(), Some(&0x30));
+                assert_eq!(r.sha256, hex::encode(openssl::sha::sha256(&r.to_sign)));
+            }
+            other => panic!("expected a signing request, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn the_hierarchy_holds_one_backend_per_role() {
         let mut h = KeyHierarchy::new();
         let db = FileSigner::generate(KeyAlgorithm::Rsa2048).unwrap();

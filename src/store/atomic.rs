@@ -323,6 +323,13 @@ fn check_plan(dir: &Path, plan: &CommitPlan, marker: &Path) -> Result<(), WriteE
         problem,
         staging: staging.display().to_string(),
     };
+    for name in plan.install.iter().chain(&plan.displace) {
+        for base in [dir, staging.as_path()] {
+            if let Some(problem) = unsafe_name(base, name) {
+                return Err(refuse(name, problem));
+            }
+        }
+    }
     if plan.backup.contains('/') || !plan.backup.starts_with("replaced-") {
         return Err(refuse(
             &plan.backup,
@@ -332,11 +339,10 @@ fn check_plan(dir: &Path, plan: &CommitPlan, marker: &Path) -> Result<(), WriteE
     if let Some(problem) = unsafe_name(dir, &plan.backup) {
         return Err(refuse(&plan.backup, problem));
     }
+    let backup = dir.join(&plan.backup);
     for name in plan.install.iter().chain(&plan.displace) {
-        for base in [dir, staging.as_path(), dir.join(&plan.backup).as_path()] {
-            if let Some(problem) = unsafe_name(base, name) {
-                return Err(refuse(name, problem));
-            }
+        if let Some(problem) = unsafe_name(&backup, name) {
+            return Err(refuse(name, problem));
         }
     }
     Ok(())

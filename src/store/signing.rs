@@ -35,6 +35,21 @@ impl SigningKeys {
         Self::from_dir(&KeyDir::open(dir))
     }
 
+    /// The PCR policy key of a key directory alone (for `--sb-key` with
+    /// `-k`: the db key comes from elsewhere and is not loaded); `None` when
+    /// the directory has none.
+    pub fn pcr_from_key_dir(dir: &Path) -> Result<Option<Box<dyn Signer>>, SigningKeysError> {
+        crate::store::atomic::recover(dir).ok();
+        let dir = KeyDir::open(dir);
+        if !dir.has_private_key(KeyRole::Pcr) {
+            return Ok(None);
+        }
+        if dir.backend(KeyRole::Pcr).needs_passphrase() {
+            crate::secret::harden_process();
+        }
+        Ok(Some(dir.load_signer(KeyRole::Pcr, &Unlock::from_env())?))
+    }
+
     /// Loads db and (when the directory has one) the PCR key from `dir`'s backends.
     pub fn from_dir(dir: &KeyDir) -> Result<Self, SigningKeysError> {
         if dir.backend(KeyRole::Db).needs_passphrase() {

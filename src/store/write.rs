@@ -134,6 +134,21 @@ pub fn rename(from: &Path, to: &Path) -> Result<(), FileWriteError> {
     fs::rename(from, to).map_err(io_error("cannot install", to))
 }
 
+/// Swaps two existing paths in one atomic step (`renameat2` with
+/// `RENAME_EXCHANGE`): a reader sees one or the other, never neither.
+/// `Ok(false)` when the file system cannot (then the caller falls back to
+/// two renames).
+pub fn exchange(a: &Path, b: &Path) -> Result<bool, FileWriteError> {
+    use nix::errno::Errno;
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+    crash_point();
+    match renameat2(AT_FDCWD, a, AT_FDCWD, b, RenameFlags::RENAME_EXCHANGE) {
+        Ok(()) => Ok(true),
+        Err(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => Ok(false),
+        Err(e) => Err(io_error("cannot swap in", b)(std::io::Error::from(e))),
+    }
+}
+
 fn parent_of(path: &Path) -> PathBuf {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),

@@ -16,6 +16,7 @@ pub mod module;
 pub mod pin;
 mod pkcs11;
 mod raw;
+pub mod session;
 pub mod slots;
 pub mod uri;
 
