@@ -477,3 +477,158 @@ fn enroll_ovmf_interrupted_at_every_step_leaves_the_old_store_or_the_new_one() {
     }
     assert!(saw_old >= 1 && saw_new >= 1, "old {saw_old}, new {saw_new}");
 }
+
+/// Objects on the SoftHSM2 token, as pkcs11-tool (not our code) lists them:
+/// (private keys, public keys, certificates).
+fn token_objects(hsm: &common::softhsm::SoftHsm) -> (usize, usize, usize) {
+    let out = run_ok(hsm.command("pkcs11-tool").args([
+        "--module",
+        common::softhsm::MODULE,
+        "--token-label",
+        "mkosi",
+        "--login",
+        "--pin",
+        common::softhsm::USER_PIN,
+        "--list-objects",
+    ]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    (
+        text.matches("Private Key Object").count(),
+        text.matches("Public Key Object").count(),
+        text.matches("Certificate Object").count(),
+    )
+}
+
+/// Interrupts `genkey token create` and `genkey token restore` (SoftHSM2) at
+/// every step. PKCS#11 has no transactions, so the guarantees are: a key
+/// reaches the token only after its backup is complete, fsynced and opens
+/// (an interrupted create never leaves a token key without a backup); the
+/// backup is never half-written and never readable by others; and running
+/// `restore --replace` from that backup brings the token to the complete set.
+#[test]
+fn token_create_and_restore_interrupted_at_every_step_never_lose_the_backup() {
+    use common::softhsm::SoftHsm;
+    let tmp = tempfile::tempdir().unwrap();
+    let w = tmp.path();
+    const BACKUP_PASS: &str = "a backup passphrase long enough";
+    // `genkey token ARGS --backup BACKUP --passphrase … --token …`
+    let genkey_token = |hsm: &SoftHsm, args: &[&str], backup: &Path| {
+        let mut c = our_bin("genkey");
+        hsm.apply(&mut c);
+        c.env("BACKUP_PASS", BACKUP_PASS)
+            .arg("token")
+            .args(args)
+            .arg("--backup")
+            .arg(backup)
+            .args([
+                "--passphrase",
+                "env:BACKUP_PASS",
+                "--token",
+                "pkcs11:token=mkosi",
+            ]);
+        c
+    };
+    let backup_opens = |path: &Path| {
+        let mode = fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", path.display());
+        sbkit::backup::open_key_backup(
+            &fs::read(path).unwrap(),
+            BACKUP_PASS.as_bytes(),
+            &path.display().to_string(),
+        )
+        .is_ok()
+    };
+    let no_secret_leftovers = |dir: &Path, n: u32| {
+        for e in fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            if p.is_file() && p.to_string_lossy().contains("sbkit-tmp") {
+                assert_eq!(mode & 0o077, 0, "crash point {n}: {}", p.display());
+            }
+        }
+    };
+
+    // create
+    let mut with_backup_only = 0;
+    for n in 1.. {
+        let d = w.join(format!("create{n}"));
+        let hsm = SoftHsm::create(&d.join("hsm"), "mkosi");
+        let out = d.join("out");
+        fs::create_dir(&out).unwrap();
+        let backup = out.join("mkosi.key.age");
+        let finished = run_crashing_at(
+            &mut genkey_token(&hsm, &["create", "--key-type", "rsa2048"], &backup),
+            n,
+        );
+        no_secret_leftovers(&out, n);
+        let objects = token_objects(&hsm);
+        if backup.exists() {
+            assert!(
+                backup_opens(&backup),
+                "crash point {n}: the backup must open"
+            );
+            if objects != (1, 1, 1) {
+                with_backup_only += 1;
+                // Finish from the backup.
+                run_ok(&mut genkey_token(&hsm, &["restore", "--replace"], &backup));
+                assert_eq!(
+                    token_objects(&hsm),
+                    (1, 1, 1),
+                    "crash point {n}: after restore"
+                );
+            }
+        } else {
+            assert_eq!(
+                objects,
+                (0, 0, 0),
+                "crash point {n}: a key on the token without its backup"
+            );
+        }
+        if finished {
+            assert_eq!(objects, (1, 1, 1));
+            break;
+        }
+    }
+    assert!(
+        with_backup_only >= 1,
+        "the interruptions must reach the token import"
+    );
+
+    // restore onto a fresh token
+    let d = w.join("source");
+    let hsm = SoftHsm::create(&d.join("hsm"), "mkosi");
+    let backup = d.join("mkosi.key.age");
+    run_ok(&mut genkey_token(
+        &hsm,
+        &["create", "--key-type", "rsa2048"],
+        &backup,
+    ));
+    let mut partial = 0;
+    for n in 1.. {
+        let hsm = SoftHsm::create(&w.join(format!("restore{n}")), "mkosi");
+        let finished = run_crashing_at(&mut genkey_token(&hsm, &["restore"], &backup), n);
+        assert!(backup_opens(&backup), "the backup is only read");
+        let objects = token_objects(&hsm);
+        if objects != (0, 0, 0) && objects != (1, 1, 1) {
+            partial += 1;
+            // A plain rerun refuses and names the leftover objects; --replace completes.
+            let err = run_fails(&mut genkey_token(&hsm, &["restore"], &backup));
+            assert!(err.contains("--replace"), "crash point {n}: {err}");
+        }
+        if objects != (1, 1, 1) {
+            run_ok(&mut genkey_token(&hsm, &["restore", "--replace"], &backup));
+            assert_eq!(
+                token_objects(&hsm),
+                (1, 1, 1),
+                "crash point {n}: after rerun"
+            );
+        }
+        if finished {
+            break;
+        }
+    }
+    assert!(
+        partial >= 1,
+        "the interruptions must fall between token objects"
+    );
+}

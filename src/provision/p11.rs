@@ -469,6 +469,7 @@ pub fn import(ts: &TokenSession, req: &ImportRequest<'_>) -> Result<(), P11Error
     };
     check_id_free(ts, req.id, req.replace)?;
     for (h, _) in objects_with_id(&ts.session, req.id) {
+        crate::store::write::crash_point();
         ts.session.destroy_object(h).map_err(call(
             "C_DestroyObject",
             " (removing the old objects for --replace)",
@@ -534,6 +535,8 @@ pub fn import(ts: &TokenSession, req: &ImportRequest<'_>) -> Result<(), P11Error
             Attribute::PublicExponent(p[1].to_vec()),
         ]);
     }
+    // Each object is one token write; interruption tests stop between them.
+    crate::store::write::crash_point();
     let created = ts.session.create_object(&private);
     // cryptoki takes plain Vecs; wipe them the moment the call returns.
     wipe(&mut private);
@@ -541,6 +544,7 @@ pub fn import(ts: &TokenSession, req: &ImportRequest<'_>) -> Result<(), P11Error
         "C_CreateObject (private key)",
         " (the token must accept imported keys; YubiKeys are loaded with --piv instead)",
     ))?;
+    crate::store::write::crash_point();
     ts.session
         .create_object(&public)
         .map_err(call("C_CreateObject (public key)", ""))?;
@@ -556,8 +560,10 @@ pub fn import(ts: &TokenSession, req: &ImportRequest<'_>) -> Result<(), P11Error
         Attribute::SerialNumber(tbs.serial_number.to_der().unwrap_or_default()),
         Attribute::Value(req.cert_der.to_vec()),
     ]);
+    crate::store::write::crash_point();
     ts.session
         .create_object(&c)
         .map_err(call("C_CreateObject (certificate)", ""))?;
+    crate::store::write::crash_point();
     Ok(())
 }
