@@ -644,11 +644,11 @@ pub fn run(
     let with_dbx = built
         .iter()
         .any(|l| l.role == Role::Dbx && !l.database.lists.is_empty());
-    let (documents, links) = target.layout_extras(&opts.name, &manifest.created, &dates, with_dbx);
-    for (path, text) in documents {
+    let extras = target.layout_extras(&opts.name, &manifest.created, &dates, with_dbx);
+    for (path, text) in extras.documents {
         set.add(&path, text, false);
     }
-    for (link, to) in links {
+    for (link, to) in extras.links {
         set.add_symlink(&link, &to);
     }
     // The manifest goes last: its presence marks a complete set.

@@ -134,6 +134,15 @@ impl Unlock {
     }
 }
 
+/// Files a layout adds to a key set besides keys, certificates and lists.
+#[derive(Clone, Debug, Default)]
+pub struct LayoutExtras {
+    /// Documents, as (path, contents).
+    pub documents: Vec<(String, String)>,
+    /// Symbolic links, as (link, target relative to the link's directory).
+    pub links: Vec<(String, String)>,
+}
+
 /// A key directory: its layout, its files per role, and each role's key backend.
 #[derive(Clone, Debug)]
 pub struct KeyDir {
@@ -366,22 +375,21 @@ impl KeyDir {
         v
     }
 
-    /// The layout's extra files (documents) and links, as (path, contents)
-    /// and (link, target). `keys` are the dates and fingerprints shown in
-    /// the documents.
+    /// The layout's extra files (documents) and links. `keys` are the dates
+    /// and fingerprints shown in the documents.
     pub fn layout_extras(
         &self,
         name: &str,
         created: &str,
         keys: &[hardened::KeyDates],
         with_dbx: bool,
-    ) -> (Vec<(String, String)>, Vec<(String, String)>) {
+    ) -> LayoutExtras {
         match self.layout {
-            KeyLayout::Kairos => (Vec::new(), Vec::new()),
-            KeyLayout::Hardened => (
-                hardened::documents(name, created, keys),
-                hardened::compat_links(with_dbx),
-            ),
+            KeyLayout::Kairos => LayoutExtras::default(),
+            KeyLayout::Hardened => LayoutExtras {
+                documents: hardened::documents(name, created, keys),
+                links: hardened::compat_links(with_dbx),
+            },
         }
     }
 
