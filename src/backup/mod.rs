@@ -119,20 +119,20 @@ pub enum BackupError {
         hint: &'static str,
     },
     /// age failed otherwise.
-    #[error("{origin}: {source}")]
+    #[error("{origin}: {cause}")]
     Age {
         /// The file.
         origin: String,
         /// Why.
-        source: age_format::AgeError,
+        cause: age_format::AgeError,
     },
     /// openssl enc failed otherwise.
-    #[error("{origin}: {source}")]
+    #[error("{origin}: {cause}")]
     Enc {
         /// The file.
         origin: String,
         /// Why.
-        source: openssl_enc::EncError,
+        cause: openssl_enc::EncError,
     },
     /// It decrypts but holds no private key we can use.
     #[error("{origin}: decrypted, but holds no usable private key: {message}")]
@@ -168,12 +168,12 @@ pub fn encrypt(
         BackupFormat::Age => age_format::encrypt(plaintext, passphrase, age_format::WORK_FACTOR)
             .map_err(|source| BackupError::Age {
                 origin: "new backup".into(),
-                source,
+                cause: source,
             }),
         BackupFormat::OpensslEnc => {
             openssl_enc::encrypt(plaintext, passphrase).map_err(|source| BackupError::Enc {
                 origin: "new backup".into(),
-                source,
+                cause: source,
             })
         }
     }
@@ -198,7 +198,7 @@ pub fn decrypt(
             },
             source => BackupError::Age {
                 origin: origin.to_string(),
-                source,
+                cause: source,
             },
         })?,
         BackupFormat::OpensslEnc => {
@@ -210,7 +210,7 @@ pub fn decrypt(
                 },
                 source => BackupError::Enc {
                     origin: origin.to_string(),
-                    source,
+                    cause: source,
                 },
             })?
         }

@@ -41,7 +41,15 @@ pub enum EncError {
     BadDecrypt,
     /// OpenSSL failed otherwise.
     #[error("OpenSSL: {0}")]
-    OpenSsl(#[from] openssl::error::ErrorStack),
+    OpenSsl(openssl::error::ErrorStack),
+}
+
+// By hand rather than `#[from]`: the message already shows the inner error,
+// and a source as well would print it twice in an error chain.
+impl From<openssl::error::ErrorStack> for EncError {
+    fn from(e: openssl::error::ErrorStack) -> Self {
+        EncError::OpenSsl(e)
+    }
 }
 
 /// Key and IV from the passphrase and salt, in locked memory.

@@ -218,9 +218,9 @@ fn signing_keys(args: &Args) -> anyhow::Result<SigningKeys> {
     if let Some(spec) = &args.tpm_pcr_private_key {
         keys.pcr = Some(open_signer(spec)?);
     } else if args.sb_key.is_some() {
-        // --sb-key with -k: the PCR key still comes from the key directory (loaded once).
+        // --sb-key with -k: the PCR key still comes from the key directory (only it is loaded).
         if let Some(dir) = &args.keys {
-            keys.pcr = SigningKeys::from_key_dir(dir).ok().and_then(|k| k.pcr);
+            keys.pcr = SigningKeys::pcr_from_key_dir(dir)?;
         }
     }
     Ok(keys)

@@ -4,12 +4,17 @@
 //! the `.auth` files in `loader/keys/<NAME>/` (`PK.auth`, `KEK.auth`,
 //! `db.auth`; newer versions also take `dbx.auth`), as `loader.conf`'s
 //! `secure-boot-enroll` says: `manual`, `force`, `off`, and from 253 on
-//! `if-safe`. The files are staged next to their targets and renamed into
-//! place only when all of them are written, `loader.conf` last, so a failure
-//! leaves the ESP as it was.
+//! `if-safe`.
+//!
+//! The key set is written whole into `loader/keys/.NAME.sbkit-new/` and
+//! swapped with `loader/keys/NAME/` in one atomic `renameat2(RENAME_EXCHANGE)`
+//! (Linux 6.0+ vfat, ext4, tmpfs…; elsewhere two renames, with a moment of
+//! no key set at all), and `loader.conf` is replaced last, atomically. An
+//! interruption at any point leaves systemd-boot the old key set or the
+//! complete new one — never a mix of old and new `.auth` files — and the
+//! next run clears what was left.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -171,31 +176,79 @@ fn existing_enroll(conf: &str) -> Option<SecureBootEnroll> {
     })
 }
 
-/// A file staged next to its target.
-struct Staged {
-    tmp: PathBuf,
-    target: PathBuf,
-    rel: String,
+/// The staging names of a key set directory `keys/NAME`: the new set being
+/// written, and the old set while it is swapped out.
+fn swap_names(keys_parent: &Path, name: &str) -> (PathBuf, PathBuf) {
+    (
+        keys_parent.join(format!(".{name}.sbkit-new")),
+        keys_parent.join(format!(".{name}.sbkit-old")),
+    )
 }
 
-fn stage(
+/// Finishes what an interrupted run left in `loader/keys/`: an old set
+/// swapped out but not replaced goes back; staging leftovers go.
+fn recover_swap(keys_parent: &Path, name: &str) -> Result<(), EspError> {
+    let (new, old) = swap_names(keys_parent, name);
+    let current = keys_parent.join(name);
+    if old.is_dir() {
+        if current.exists() {
+            fs::remove_dir_all(&old).map_err(io_err("cannot remove", &old))?;
+        } else {
+            fs::rename(&old, &current).map_err(io_err("cannot restore", &current))?;
+        }
+    }
+    if new.exists() {
+        fs::remove_dir_all(&new).map_err(io_err("cannot remove", &new))?;
+    }
+    Ok(())
+}
+
+/// Writes the new key set into its staging directory: our `.auth` files,
+/// plus any other file the old set's directory holds (not ours to drop).
+fn stage_key_set(
     esp: &Path,
-    dir: &Path,
-    name: &str,
-    rel: String,
-    bytes: &[u8],
-) -> Result<Staged, EspError> {
-    let tmp = dir.join(format!(".{name}.sbkit-tmp"));
-    let target = dir.join(name);
-    let not_writable = |cause| EspError::NotWritable {
+    staging: &Path,
+    current: &Path,
+    files: &[(String, &[u8])],
+) -> Result<(), EspError> {
+    use crate::store::write::{write_synced, Access, FileWriteError};
+    let not_writable = |path: &Path, cause| EspError::NotWritable {
         esp: esp.display().to_string(),
-        path: tmp.display().to_string(),
+        path: path.display().to_string(),
         cause,
     };
-    let mut f = File::create(&tmp).map_err(not_writable)?;
-    f.write_all(bytes).map_err(not_writable)?;
-    f.sync_all().map_err(not_writable)?;
-    Ok(Staged { tmp, target, rel })
+    let from_write = |e: FileWriteError| match e {
+        FileWriteError::Io {
+            path,
+            cause: source,
+            ..
+        } => not_writable(&path, source),
+        FileWriteError::Exists(path) => not_writable(
+            &path,
+            std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+        ),
+    };
+    fs::create_dir(staging).map_err(|e| not_writable(staging, e))?;
+    for (name, bytes) in files {
+        write_synced(&staging.join(name), bytes, Access::FileSystemDefault).map_err(from_write)?;
+    }
+    if let Ok(entries) = fs::read_dir(current) {
+        for entry in entries.flatten() {
+            let file_name = entry.file_name();
+            let ours = ["PK.auth", "KEK.auth", "db.auth", "dbx.auth"]
+                .iter()
+                .any(|f| file_name == *f);
+            if ours || !entry.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
+            let bytes = fs::read(entry.path()).map_err(io_err("cannot read", &entry.path()))?;
+            write_synced(&staging.join(&file_name), &bytes, Access::FileSystemDefault)
+                .map_err(from_write)?;
+        }
+    }
+    // Directory syncs make the names durable; FAT may not support them, which is harmless.
+    let _ = crate::store::write::sync_dir(staging);
+    Ok(())
 }
 
 /// Runs `enroll esp`.
@@ -250,9 +303,10 @@ pub fn run(opts: &EspOptions) -> Result<EspReport, EspError> {
     let new_conf = set_enroll_line(&conf, value);
 
     // Create the directories, remembering which are new so a failure can remove them.
-    let keys_dir = loader_dir.join("keys").join(name);
+    let keys_parent = loader_dir.join("keys");
+    let keys_dir = keys_parent.join(name);
     let mut created = Vec::new();
-    for dir in [&loader_dir, &loader_dir.join("keys"), &keys_dir] {
+    for dir in [&loader_dir, &keys_parent] {
         if !dir.is_dir() {
             if let Err(e) = fs::create_dir(dir) {
                 for d in created.iter().rev() {
@@ -267,69 +321,82 @@ pub fn run(opts: &EspOptions) -> Result<EspReport, EspError> {
             created.push(dir.clone());
         }
     }
+    recover_swap(&keys_parent, name)?;
+    let (staging, swapped_out) = swap_names(&keys_parent, name);
 
     let rel_keys = format!("loader/keys/{name}");
-    let mut staged = Vec::new();
-    let mut result = Ok(());
-    for var in &keys.vars {
-        let Some(auth) = &var.auth else { continue };
-        let file = var.role.file("auth");
-        match stage(
-            &opts.esp,
-            &keys_dir,
-            &file,
-            format!("{rel_keys}/{file}"),
-            auth,
-        ) {
-            Ok(s) => staged.push(s),
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
-        }
-    }
-    if result.is_ok() {
-        match stage(
-            &opts.esp,
-            &loader_dir,
-            "loader.conf",
-            "loader/loader.conf".into(),
+    let auth_files: Vec<(String, &[u8])> = keys
+        .vars
+        .iter()
+        .filter_map(|v| v.auth.as_deref().map(|a| (v.role.file("auth"), a)))
+        .collect();
+    let conf_tmp = loader_dir.join(".loader.conf.sbkit-tmp");
+    let staged = stage_key_set(&opts.esp, &staging, &keys_dir, &auth_files).and_then(|()| {
+        let _ = fs::remove_file(&conf_tmp);
+        crate::store::write::write_synced(
+            &conf_tmp,
             new_conf.as_bytes(),
-        ) {
-            Ok(s) => staged.push(s),
-            Err(e) => result = Err(e),
-        }
-    }
-    if let Err(e) = result {
-        for s in &staged {
-            let _ = fs::remove_file(&s.tmp);
-        }
+            crate::store::write::Access::FileSystemDefault,
+        )
+        .map_err(|e| EspError::NotWritable {
+            esp: opts.esp.display().to_string(),
+            path: conf_tmp.display().to_string(),
+            cause: match e {
+                crate::store::write::FileWriteError::Io { cause: source, .. } => source,
+                other => std::io::Error::other(other.to_string()),
+            },
+        })
+    });
+    if let Err(e) = staged {
+        let _ = fs::remove_dir_all(&staging);
+        let _ = fs::remove_file(&conf_tmp);
         for d in created.iter().rev() {
             let _ = fs::remove_dir(d);
         }
         return Err(e);
     }
 
-    // Commit: the key files first, loader.conf (which may turn enrollment on) last.
-    let mut files = Vec::new();
-    for s in &staged {
-        fs::rename(&s.tmp, &s.target).map_err(io_err("cannot install", &s.target))?;
-        files.push(s.rel.clone());
-    }
+    // Commit: the key set swapped in whole, loader.conf (which may turn enrollment on) last.
     let mut removed = Vec::new();
-    if keys.get(Role::Dbx).is_none() {
-        let stale = keys_dir.join(Role::Dbx.file("auth"));
-        if stale.exists() {
-            fs::remove_file(&stale).map_err(io_err("cannot remove", &stale))?;
-            removed.push(format!("{rel_keys}/dbx.auth"));
-        }
+    if keys.get(Role::Dbx).is_none() && keys_dir.join(Role::Dbx.file("auth")).exists() {
+        removed.push(format!("{rel_keys}/dbx.auth"));
     }
-    // Directory syncs make the renames durable; FAT may not support them, which is harmless.
-    for d in [&keys_dir, &loader_dir] {
-        if let Ok(f) = File::open(d) {
-            let _ = f.sync_all();
+    let swap = |from: &Path, to: &Path| -> Result<(), EspError> {
+        crate::store::write::rename(from, to).map_err(|e| match e {
+            crate::store::write::FileWriteError::Io { cause: source, .. } => {
+                io_err("cannot install", to)(source)
+            }
+            other => io_err("cannot install", to)(std::io::Error::other(other.to_string())),
+        })
+    };
+    let exchanged = keys_dir.exists()
+        && crate::store::write::exchange(&staging, &keys_dir).map_err(|e| match e {
+            crate::store::write::FileWriteError::Io { cause: source, .. } => {
+                io_err("cannot install", &keys_dir)(source)
+            }
+            other => io_err("cannot install", &keys_dir)(std::io::Error::other(other.to_string())),
+        })?;
+    if exchanged {
+        // The old set is now under the staging name.
+        swap(&staging, &swapped_out)?;
+    } else {
+        if keys_dir.exists() {
+            swap(&keys_dir, &swapped_out)?;
         }
+        swap(&staging, &keys_dir)?;
     }
+    let _ = crate::store::write::sync_dir(&keys_parent);
+    if swapped_out.exists() {
+        crate::store::write::crash_point();
+        fs::remove_dir_all(&swapped_out).map_err(io_err("cannot remove", &swapped_out))?;
+    }
+    swap(&conf_tmp, &conf_path)?;
+    let _ = crate::store::write::sync_dir(&loader_dir);
+    let files: Vec<String> = auth_files
+        .iter()
+        .map(|(f, _)| format!("{rel_keys}/{f}"))
+        .chain(std::iter::once("loader/loader.conf".to_string()))
+        .collect();
     Ok(EspReport {
         esp: opts.esp.display().to_string(),
         files,

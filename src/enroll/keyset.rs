@@ -18,7 +18,7 @@ use crate::efi::guid::EFI_CERT_X509;
 use crate::efi::siglist::SigListParseError;
 use crate::efi::{AuthenticatedVariable, EfiTime, Guid, SignatureDatabase};
 use crate::keys::signed_data::{unwrap_content_info, wrap_in_content_info};
-use crate::store::{Manifest, Role};
+use crate::store::{KeyDir, Manifest, Role};
 
 /// Which form of the keys a command needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -210,9 +210,11 @@ impl KeySet {
             Need::Esl => "esl",
             Need::Auth => "auth",
         };
+        // Public material only, in the directory's own layout: no private key is read.
+        let keydir = KeyDir::open(dir);
         let missing: Vec<String> = Role::WITH_KEYS
             .iter()
-            .map(|r| r.file(ext))
+            .map(|r| keydir.variable_file(*r, ext))
             .filter(|f| !dir.join(f).is_file())
             .collect();
         if !missing.is_empty() {
@@ -224,8 +226,8 @@ impl KeySet {
         let owner = Manifest::read(dir).ok().flatten().map(|m| m.owner_guid);
         let mut vars = Vec::new();
         for role in Role::ALL {
-            let esl_path = dir.join(role.file("esl"));
-            let auth_path = dir.join(role.file("auth"));
+            let esl_path = keydir.variable_path(role, "esl");
+            let auth_path = keydir.variable_path(role, "auth");
             let esl = read_optional(&esl_path)?;
             let auth = read_optional(&auth_path)?;
             // dbx counts only in the form the command needs.
@@ -300,7 +302,7 @@ impl KeySet {
     pub fn verify_signatures(&self) -> Result<(), KeySetError> {
         for var in &self.vars {
             let Some(auth) = &var.auth else { continue };
-            let path = self.dir.join(var.role.file("auth"));
+            let path = KeyDir::open(&self.dir).variable_path(var.role, "auth");
             let parsed =
                 AuthenticatedVariable::parse(auth).map_err(|source| KeySetError::BadAuth {
                     path: path.display().to_string(),

@@ -12,7 +12,6 @@
 //! authenticated update must carry a strictly later time, and every `.auth`
 //! file made for these keys is later than that.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -164,7 +163,10 @@ pub fn build_store(
             continue;
         }
         if let Some(kv) = keys.get(role) {
-            let source = keys.dir.join(role.file("esl")).display().to_string();
+            let source = crate::store::KeyDir::open(&keys.dir)
+                .variable_path(role, "esl")
+                .display()
+                .to_string();
             set(
                 &mut store,
                 key_var(role.name(), role.vendor(), kv.value()),
@@ -253,27 +255,14 @@ fn verify_read_back(image: &[u8], keys: &KeySet, setup_mode: bool) -> Result<(),
     Ok(())
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
+/// Writes `bytes` to `path` with the store's one atomic writer (temporary
+/// file, fsync, rename, directory fsync).
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".sbkit-vars-")
-        .tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    }
-    tmp.persist(path).map_err(|e| e.error)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    use crate::store::write::{write_file, Access, FileWriteError};
+    write_file(path, bytes, Access::Public).map_err(|e| match e {
+        FileWriteError::Io { cause: source, .. } => source,
+        other => std::io::Error::other(other.to_string()),
+    })
 }
 
 /// Runs `enroll ovmf`.

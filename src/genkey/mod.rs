@@ -17,13 +17,14 @@ use crate::efi::authvar::{AuthVarError, SECURE_BOOT_VARIABLE};
 use crate::efi::microsoft::{MicrosoftSelection, OPTION_ROM_WARNING};
 use crate::efi::{AuthenticatedVariable, EfiTime, Guid};
 use crate::keys::cert::{self, CertError, CertRequest, CertSummary};
-use crate::keys::{FileSigner, KeyAlgorithm, KeyFileError, Signer};
+use crate::keys::{FileSigner, KeyAlgorithm, KeyFileError, KeyHierarchy, KeyRole, Signer};
 use crate::secret::{LockedBytes, SecretError, SecretSource};
 use crate::store::atomic::{CommitReport, WriteError, WriteSet};
 use crate::store::hardened;
 use crate::store::import::{read_export_dir, ImportError, ImportedList};
+use crate::store::keydir::{KeyBackend, KeyDir, KeyDirError, Unlock};
 pub use crate::store::layout::KeyLayout;
-use crate::store::layout::{key_set_files, MANIFEST, PCR_PRIVATE_KEY, PCR_PUBLIC_KEY};
+use crate::store::layout::MANIFEST;
 use crate::store::manifest::{CertificateRecord, KeyRecord, ListRecord, ManifestError};
 use crate::store::{Manifest, Role};
 
@@ -100,12 +101,15 @@ pub enum GenkeyError {
         /// The missing file.
         path: String,
     },
+    /// The timestamp is before 1970 (SOURCE_DATE_EPOCH is never negative).
+    #[error("the timestamp {0} (SOURCE_DATE_EPOCH) is before 1970-01-01 and out of range: SOURCE_DATE_EPOCH counts seconds since 1970 and cannot be negative; unset it or give a date after 1970")]
+    TimestampOutOfRange(i64),
     /// Bad validity.
     #[error("--expiration-in-days {0}: must be between 1 and {max}", max = cert::MAX_VALIDITY_DAYS)]
     Validity(u32),
     /// Reading the firmware export failed.
     #[error("--custom-cert-dir: {0}")]
-    Import(#[from] ImportError),
+    Import(ImportError),
     /// A key file failed.
     #[error(transparent)]
     Key(#[from] KeyFileError),
@@ -126,13 +130,40 @@ pub enum GenkeyError {
     List(&'static str, String),
     /// The hardened layout's passphrase could not be read.
     #[error("the key passphrase: {0}")]
-    Passphrase(#[from] SecretError),
+    Passphrase(SecretError),
     /// Encrypting or decrypting a hardened key failed.
     #[error(transparent)]
     Hardened(#[from] hardened::HardenedError),
     /// Encrypting a key failed.
     #[error(transparent)]
     Backup(#[from] crate::backup::BackupError),
+    /// A key of the directory could not be loaded.
+    #[error(transparent)]
+    KeyDir(#[from] KeyDirError),
+    /// A role's key is not one genkey can write (a token or offline key).
+    #[error("the {role} key is held by {held}; genkey can only write keys it holds in memory")]
+    NotExportable {
+        /// The role.
+        role: KeyRole,
+        /// The key's description.
+        held: String,
+    },
+}
+
+// By hand rather than `#[from]`: the message already shows the inner error,
+// and a source as well would print it twice in an error chain.
+impl From<SecretError> for GenkeyError {
+    fn from(e: SecretError) -> Self {
+        GenkeyError::Passphrase(e)
+    }
+}
+
+// By hand rather than `#[from]`: the message already shows the inner error,
+// and a source as well would print it twice in an error chain.
+impl From<ImportError> for GenkeyError {
+    fn from(e: ImportError) -> Self {
+        GenkeyError::Import(e)
+    }
 }
 
 /// One variable in the report.
@@ -171,24 +202,6 @@ pub struct GenkeyReport {
     pub next_steps: Vec<String>,
 }
 
-/// The keys of a set, in memory.
-struct KeySet {
-    pk: FileSigner,
-    kek: FileSigner,
-    db: FileSigner,
-    pcr: FileSigner,
-}
-
-impl KeySet {
-    fn get(&self, role: Role) -> &FileSigner {
-        match role {
-            Role::Pk => &self.pk,
-            Role::Kek => &self.kek,
-            Role::Db | Role::Dbx => &self.db,
-        }
-    }
-}
-
 /// Checks the organisation name.
 pub fn validate_name(name: &str) -> Result<(), GenkeyError> {
     let bad = |problem: &str| GenkeyError::InvalidName {
@@ -217,9 +230,8 @@ pub fn validate_name(name: &str) -> Result<(), GenkeyError> {
 
 /// The key-set files already present in `dir` (either layout).
 fn existing_key_files(dir: &Path) -> Vec<String> {
-    key_set_files()
+    KeyDir::any_layout_set_files()
         .into_iter()
-        .chain(hardened::set_files())
         .filter(|f| std::fs::symlink_metadata(dir.join(f)).is_ok())
         .collect()
 }
@@ -255,56 +267,80 @@ fn check_output(dir: &Path) -> Result<(), GenkeyError> {
         })
 }
 
-fn load_hardened_keys(dir: &Path, passphrase: &[u8]) -> Result<KeySet, GenkeyError> {
-    let load = |rel: String| hardened::load_key(&dir.join(rel), passphrase);
-    Ok(KeySet {
-        pk: load(hardened::encrypted_key(Role::Pk))?,
-        kek: load(hardened::encrypted_key(Role::Kek))?,
-        db: load(hardened::encrypted_key(Role::Db))?,
-        pcr: load(hardened::PCR_PRIVATE_KEY_ENCRYPTED.into())?,
-    })
-}
-
-fn load_keys(dir: &Path) -> Result<KeySet, GenkeyError> {
-    let load = |name: String| {
-        let path = dir.join(&name);
-        if !path.exists() {
+/// Loads the existing private keys of every role for `--reuse-keys`.
+fn load_keys(source: &KeyDir, unlock: &Unlock) -> Result<KeyHierarchy, GenkeyError> {
+    for role in KeyRole::ALL {
+        if !source.has_private_key(role) {
             return Err(GenkeyError::MissingKey {
-                path: path.display().to_string(),
+                path: source
+                    .root()
+                    .join(source.private_key_file(role))
+                    .display()
+                    .to_string(),
             });
         }
-        Ok(FileSigner::load(&path)?)
-    };
-    Ok(KeySet {
-        pk: load(Role::Pk.file("key"))?,
-        kek: load(Role::Kek.file("key"))?,
-        db: load(Role::Db.file("key"))?,
-        pcr: load(PCR_PRIVATE_KEY.into())?,
-    })
+    }
+    Ok(source.load_hierarchy(&KeyRole::ALL, unlock)?)
 }
 
+/// Generates the four keys, each on its own thread: the generations are
+/// independent, and RSA generation dominates genkey's run time.
 fn generate_keys(
     algorithm: KeyAlgorithm,
     progress: &indicatif::ProgressBar,
-) -> Result<KeySet, GenkeyError> {
-    let gen = |what: &str, alg: KeyAlgorithm| {
-        progress.set_message(format!("generating {what} key ({alg})"));
-        let k = FileSigner::generate(alg);
-        progress.inc(1);
-        k
-    };
-    Ok(KeySet {
-        pk: gen("PK", algorithm)?,
-        kek: gen("KEK", algorithm)?,
-        db: gen("db", algorithm)?,
-        // systemd's PCR policy signatures are RSA-2048, whatever the Secure Boot keys are.
-        pcr: gen("TPM PCR policy", KeyAlgorithm::Rsa2048)?,
-    })
+) -> Result<KeyHierarchy, GenkeyError> {
+    // systemd's PCR policy signatures are RSA-2048, whatever the Secure Boot keys are.
+    let wanted = [
+        (KeyRole::Pk, algorithm),
+        (KeyRole::Kek, algorithm),
+        (KeyRole::Db, algorithm),
+        (KeyRole::Pcr, KeyAlgorithm::Rsa2048),
+    ];
+    progress.set_message(format!(
+        "generating PK, KEK, db ({algorithm}) and TPM PCR policy keys"
+    ));
+    let generated: Vec<(KeyRole, Result<FileSigner, KeyFileError>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = wanted
+            .iter()
+            .map(|&(_, alg)| {
+                scope.spawn(move || {
+                    let k = FileSigner::generate(alg);
+                    progress.inc(1);
+                    k
+                })
+            })
+            .collect();
+        wanted
+            .iter()
+            .zip(handles)
+            .map(|(&(role, _), h)| {
+                let result = h.join().unwrap_or_else(|_| {
+                    Err(KeyFileError::Parse {
+                        path: role.name().into(),
+                        message: "key generation thread panicked".into(),
+                    })
+                });
+                (role, result)
+            })
+            .collect()
+    });
+    let mut keys = KeyHierarchy::new();
+    for (role, key) in generated {
+        keys.set(role, Box::new(key?));
+    }
+    Ok(keys)
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+/// The public key as PEM `SubjectPublicKeyInfo`, whatever holds the private key.
+fn public_key_pem(signer: &dyn Signer) -> Result<Vec<u8>, GenkeyError> {
+    let key = openssl::pkey::PKey::public_key_from_der(&signer.public_key_der())
+        .map_err(KeyFileError::from)?;
+    Ok(key.public_key_to_pem().map_err(KeyFileError::from)?)
 }
 
 fn public_key_sha256(signer: &dyn Signer) -> String {
@@ -320,8 +356,13 @@ pub fn run(
     if opts.days == 0 || opts.days > cert::MAX_VALIDITY_DAYS {
         return Err(GenkeyError::Validity(opts.days));
     }
+    if opts.timestamp.unix_timestamp() < 0 {
+        return Err(GenkeyError::TimestampOutOfRange(
+            opts.timestamp.unix_timestamp(),
+        ));
+    }
     check_output(&opts.output)?;
-    crate::store::atomic::recover(&opts.output).ok();
+    crate::store::atomic::recover(&opts.output)?;
     let existing = existing_key_files(&opts.output);
     if !existing.is_empty() && !opts.force && !opts.reuse_keys {
         return Err(GenkeyError::KeySetExists {
@@ -358,10 +399,10 @@ pub fn run(
     };
 
     let mut warnings = Vec::new();
-    let hardened_layout = opts.layout == KeyLayout::Hardened;
+    let target = KeyDir::new(&opts.output, opts.layout);
     // The passphrase is read (and, for a new one, confirmed) before the slow
     // key generation, so a typo costs nothing.
-    let passphrase: Option<LockedBytes> = if hardened_layout {
+    let passphrase: Option<LockedBytes> = if target.encrypts_private_keys() {
         warnings.extend(crate::secret::harden_for_private_keys().warnings());
         let source = opts.passphrase.clone().unwrap_or(SecretSource::Prompt);
         let p = source.read("key directory passphrase", !opts.reuse_keys)?;
@@ -372,16 +413,36 @@ pub fn run(
     } else {
         None
     };
+    // With --reuse-keys the keys come from the directory as it is: a layout
+    // that encrypts may take them from either layout (re-encrypting flat
+    // keys); a plaintext layout reads only plaintext keys, so encrypted keys
+    // are never silently written out in the clear.
+    let source = if target.encrypts_private_keys() {
+        KeyDir::open(&opts.output)
+    } else {
+        target.clone()
+    };
     let keys = if opts.reuse_keys {
         progress.set_message("loading existing keys");
-        match &passphrase {
-            Some(p) if hardened::is_hardened(&opts.output) => load_hardened_keys(&opts.output, p)?,
-            _ => load_keys(&opts.output)?,
-        }
+        let unlock = match &passphrase {
+            Some(p) => Unlock::with_passphrase(p.duplicate()),
+            None => Unlock::from_env(),
+        };
+        load_keys(&source, &unlock)?
     } else {
         generate_keys(opts.algorithm, progress)?
     };
-    let algorithm = keys.pk.algorithm();
+    let signer = |role: KeyRole| -> Result<&dyn Signer, GenkeyError> {
+        keys.require(role).map_err(|e| GenkeyError::MissingKey {
+            path: e.to_string(),
+        })
+    };
+    let var_signer = |var: Role| -> Result<&dyn Signer, GenkeyError> {
+        signer(var.key_role().ok_or(GenkeyError::MissingKey {
+            path: format!("{} holds no key", var.name()),
+        })?)
+    };
+    let algorithm = signer(KeyRole::Pk)?.algorithm();
     if let Some(w) = algorithm.firmware_warning() {
         warnings.push(format!("{algorithm}: {w}"));
     }
@@ -401,7 +462,7 @@ pub fn run(
     for role in Role::WITH_KEYS {
         let cn = format!("{} {}", opts.name, role.name());
         let der = cert::issue_self_signed(
-            keys.get(role),
+            var_signer(role)?,
             &CertRequest {
                 common_name: &cn,
                 organization: &opts.name,
@@ -436,13 +497,15 @@ pub fn run(
     progress.set_message("signing authenticated variables");
     let efi_time = EfiTime::from_datetime(opts.timestamp);
     let mut set = WriteSet::new(&opts.output);
-    // Where each file goes: flat names, or the hardened repository's paths.
-    let place = |role: Role, ext: &str| -> String {
-        if hardened_layout {
-            hardened::role_file(role, ext)
-        } else {
-            role.file(ext)
-        }
+    // Where each file goes is the target directory's business.
+    let place = |role: Role, ext: &str| -> String { target.variable_file(role, ext) };
+    let exportable = |role: KeyRole| -> Result<&FileSigner, GenkeyError> {
+        let s = signer(role)?;
+        s.as_file_signer()
+            .ok_or_else(|| GenkeyError::NotExportable {
+                role,
+                held: s.describe(),
+            })
     };
     let seal = |key: &FileSigner| -> Result<Vec<u8>, GenkeyError> {
         let pem = key.to_pkcs8_pem()?;
@@ -460,11 +523,8 @@ pub fn run(
     for list in &built {
         import_notes.extend(list.notes.iter().cloned());
         if list.role == Role::Dbx && list.database.lists.is_empty() {
-            set.displace(&place(Role::Dbx, "esl"));
-            set.displace(&place(Role::Dbx, "auth"));
-            if hardened_layout {
-                set.displace(&Role::Dbx.file("esl"));
-                set.displace(&Role::Dbx.file("auth"));
+            for name in target.variable_names_to_displace(Role::Dbx) {
+                set.displace(&name);
             }
             continue;
         }
@@ -479,9 +539,9 @@ pub fn run(
             SECURE_BOOT_VARIABLE,
             efi_time,
             &esl,
-            keys.get(signer_role),
+            var_signer(signer_role)?,
             cert_of(signer_role),
-            keys.get(signer_role).algorithm().default_digest(),
+            var_signer(signer_role)?.algorithm().default_digest(),
         )?;
         set.add(&place(list.role, "esl"), esl, false);
         set.add(&place(list.role, "auth"), auth.to_bytes(), false);
@@ -498,26 +558,37 @@ pub fn run(
         });
     }
 
+    // The private keys: written where the target's backend for the role
+    // says, when it is a file genkey holds; tokens and offline keys stay put.
+    for role in KeyRole::ALL {
+        let name = target.private_key_file(role);
+        match target.backend(role) {
+            KeyBackend::EncryptedFile(_) => {
+                // Re-encrypted on --reuse-keys too: the passphrase may be new.
+                set.add(&name, seal(exportable(role)?)?, true);
+            }
+            KeyBackend::File(_) => {
+                // Reused plaintext keys are already in place.
+                if !opts.reuse_keys {
+                    set.add(&name, exportable(role)?.to_pkcs8_pem()?.to_vec(), true);
+                }
+            }
+            KeyBackend::Pkcs11(_) | KeyBackend::Offline { .. } => {}
+        }
+    }
     let mut key_records = Vec::new();
     for (role, der) in &certs {
-        let signer = keys.get(*role);
-        if hardened_layout {
-            // Re-encrypted on --reuse-keys too: the passphrase may be new.
-            set.add(&hardened::encrypted_key(*role), seal(signer)?, true);
-        } else if !opts.reuse_keys {
-            set.add(&role.file("key"), signer.to_pkcs8_pem()?.to_vec(), true);
-        }
+        let signer = var_signer(*role)?;
         set.add(&place(*role, "pem"), cert::to_pem(der), false);
         set.add(&place(*role, "der"), der.clone(), false);
         let s = CertSummary::from_der(der)?;
         key_records.push(KeyRecord {
             role: role.name().into(),
             algorithm: signer.algorithm().name().into(),
-            private_key: if hardened_layout {
-                hardened::encrypted_key(*role)
-            } else {
-                role.file("key")
-            },
+            private_key: role
+                .key_role()
+                .map(|r| target.private_key_file(r))
+                .unwrap_or_default(),
             public_key_sha256: public_key_sha256(signer),
             certificate: Some(CertificateRecord {
                 subject: s.subject,
@@ -528,28 +599,13 @@ pub fn run(
             }),
         });
     }
-    if hardened_layout {
-        set.add(hardened::PCR_PRIVATE_KEY_ENCRYPTED, seal(&keys.pcr)?, true);
-        set.add(
-            &hardened::pcr_public_key(),
-            keys.pcr.public_key_pem()?,
-            false,
-        );
-    } else {
-        if !opts.reuse_keys {
-            set.add(PCR_PRIVATE_KEY, keys.pcr.to_pkcs8_pem()?.to_vec(), true);
-        }
-        set.add(PCR_PUBLIC_KEY, keys.pcr.public_key_pem()?, false);
-    }
+    let pcr = signer(KeyRole::Pcr)?;
+    set.add(&target.pcr_public_key_file(), public_key_pem(pcr)?, false);
     key_records.push(KeyRecord {
-        role: "tpm2-pcr".into(),
-        algorithm: keys.pcr.algorithm().name().into(),
-        private_key: if hardened_layout {
-            hardened::PCR_PRIVATE_KEY_ENCRYPTED.into()
-        } else {
-            PCR_PRIVATE_KEY.into()
-        },
-        public_key_sha256: public_key_sha256(&keys.pcr),
+        role: KeyRole::Pcr.name().into(),
+        algorithm: pcr.algorithm().name().into(),
+        private_key: target.private_key_file(KeyRole::Pcr),
+        public_key_sha256: public_key_sha256(pcr),
         certificate: None,
     });
 
@@ -565,36 +621,35 @@ pub fn run(
             .unwrap_or_else(|| rfc3339(opts.timestamp)),
         auth_timestamp: efi_time.to_string(),
         microsoft: opts.microsoft.name().into(),
-        layout: hardened_layout.then(|| hardened::LAYOUT_NAME.to_string()),
+        layout: target.manifest_layout(),
         keys: key_records,
         lists: list_records,
     };
     let manifest_json = serde_json::to_vec_pretty(&manifest)
         .map_err(|e| GenkeyError::List("manifest", e.to_string()))?;
-    if hardened_layout {
-        let dates: Vec<hardened::KeyDates> = manifest
-            .keys
-            .iter()
-            .filter_map(|k| {
-                k.certificate.as_ref().map(|c| hardened::KeyDates {
-                    role: k.role.clone(),
-                    subject: c.subject.clone(),
-                    not_before: c.not_before.clone(),
-                    not_after: c.not_after.clone(),
-                    cert_sha256: c.sha256.clone(),
-                    public_key_sha256: k.public_key_sha256.clone(),
-                })
+    let dates: Vec<hardened::KeyDates> = manifest
+        .keys
+        .iter()
+        .filter_map(|k| {
+            k.certificate.as_ref().map(|c| hardened::KeyDates {
+                role: k.role.clone(),
+                subject: c.subject.clone(),
+                not_before: c.not_before.clone(),
+                not_after: c.not_after.clone(),
+                cert_sha256: c.sha256.clone(),
+                public_key_sha256: k.public_key_sha256.clone(),
             })
-            .collect();
-        for (path, text) in hardened::documents(&opts.name, &manifest.created, &dates) {
-            set.add(&path, text, false);
-        }
-        let with_dbx = built
-            .iter()
-            .any(|l| l.role == Role::Dbx && !l.database.lists.is_empty());
-        for (link, target) in hardened::compat_links(with_dbx) {
-            set.add_symlink(&link, &target);
-        }
+        })
+        .collect();
+    let with_dbx = built
+        .iter()
+        .any(|l| l.role == Role::Dbx && !l.database.lists.is_empty());
+    let extras = target.layout_extras(&opts.name, &manifest.created, &dates, with_dbx);
+    for (path, text) in extras.documents {
+        set.add(&path, text, false);
+    }
+    for (link, to) in extras.links {
+        set.add_symlink(&link, &to);
     }
     // The manifest goes last: its presence marks a complete set.
     set.add(MANIFEST, manifest_json, false);
@@ -608,11 +663,7 @@ pub fn run(
     let commit = set.commit(&backup_tag)?;
 
     let dir = opts.output.display().to_string();
-    let first_step = if hardened_layout {
-        format!("Its private keys are age-encrypted (secureboot/*/*.key.age); tools decrypt them in memory with the passphrase from ${} or a prompt. Fill in {dir}/backups/storage-locations.md and keep copies offline.", hardened::PASSPHRASE_ENV)
-    } else {
-        format!("Keep {dir} private: it holds PK.key, KEK.key, db.key and tpm2-pcr-private.pem.")
-    };
+    let first_step = target.custody_note();
     let next_steps = vec![
         first_step,
         format!("Build a signed image: build-uki IMAGE -t iso -d build/ -k {dir}"),

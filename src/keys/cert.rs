@@ -26,19 +26,38 @@ pub enum CertProfile {
 pub enum CertError {
     /// rcgen refused the parameters.
     #[error("cannot build certificate: {0}")]
-    Build(#[from] rcgen::Error),
+    Build(rcgen::Error),
+    /// The key failed to sign (or, offline, asks for a signing request).
+    #[error(transparent)]
+    Sign(crate::keys::SignError),
     /// The signer's public key does not parse.
     #[error("the signer's public key is not a valid SubjectPublicKeyInfo: {0}")]
     PublicKey(String),
     /// Bytes that are not a DER certificate.
     #[error("not an X.509 certificate: {0}")]
     Parse(String),
+    /// The validity would end after 9999-12-31, which X.509 time cannot express.
+    #[error("a certificate valid from {not_before} for {days} days would end after the year 9999, which is out of range for X.509: give an earlier SOURCE_DATE_EPOCH or fewer --expiration-in-days")]
+    OutOfRange {
+        /// The start asked for.
+        not_before: String,
+        /// The days asked for.
+        days: u32,
+    },
     /// The validity period does not fit.
     #[error("validity of {days} days does not fit a certificate (use 1 to 36500)")]
     Validity {
         /// The days asked for.
         days: u32,
     },
+}
+
+// By hand rather than `#[from]`: the message already shows the inner error,
+// and a source as well would print it twice in an error chain.
+impl From<rcgen::Error> for CertError {
+    fn from(e: rcgen::Error) -> Self {
+        CertError::Build(e)
+    }
 }
 
 /// The request for one certificate.
@@ -64,6 +83,9 @@ struct RcgenKey<'a> {
     signer: &'a dyn Signer,
     raw_public_key: Vec<u8>,
     algorithm: &'static rcgen::SignatureAlgorithm,
+    /// The signer's own error, which rcgen's error type cannot carry (an
+    /// offline key's signing request must reach the caller intact).
+    failure: std::sync::Mutex<Option<crate::keys::SignError>>,
 }
 
 impl<'a> RcgenKey<'a> {
@@ -80,6 +102,7 @@ impl<'a> RcgenKey<'a> {
             KeyAlgorithm::P384 => &rcgen::PKCS_ECDSA_P384_SHA384,
         };
         Ok(RcgenKey {
+            failure: std::sync::Mutex::new(None),
             signer,
             raw_public_key,
             algorithm,
@@ -100,9 +123,12 @@ impl rcgen::PublicKeyData for RcgenKey<'_> {
 impl rcgen::SigningKey for RcgenKey<'_> {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
         let digest = self.signer.algorithm().default_digest();
-        self.signer
-            .sign(digest, msg)
-            .map_err(|_| rcgen::Error::RemoteKeyError)
+        self.signer.sign(digest, msg).map_err(|e| {
+            if let Ok(mut f) = self.failure.lock() {
+                *f = Some(e);
+            }
+            rcgen::Error::RemoteKeyError
+        })
     }
 }
 
@@ -124,7 +150,15 @@ pub fn issue_self_signed(signer: &dyn Signer, req: &CertRequest<'_>) -> Result<V
         .not_before
         .replace_nanosecond(0)
         .unwrap_or(req.not_before);
-    let not_after = not_before + time::Duration::days(i64::from(req.days));
+    let not_after = not_before
+        .checked_add(time::Duration::days(i64::from(req.days)))
+        .filter(|t| t.year() <= 9999)
+        .ok_or_else(|| CertError::OutOfRange {
+            not_before: not_before
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_else(|_| not_before.unix_timestamp().to_string()),
+            days: req.days,
+        })?;
 
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
@@ -162,7 +196,16 @@ pub fn issue_self_signed(signer: &dyn Signer, req: &CertRequest<'_>) -> Result<V
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
         }
     }
-    let cert = params.self_signed(&key)?;
+    let cert = match params.self_signed(&key) {
+        Ok(c) => c,
+        Err(e) => {
+            let failure = key.failure.lock().ok().and_then(|mut f| f.take());
+            return Err(match failure {
+                Some(sign) => CertError::Sign(sign),
+                None => CertError::Build(e),
+            });
+        }
+    };
     Ok(cert.der().to_vec())
 }
 

@@ -12,12 +12,12 @@ use super::signer::{SignError, Signer};
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
     /// Reading the file failed.
-    #[error("cannot read key {path}: {source}")]
+    #[error("cannot read key {path}: {cause}")]
     Read {
         /// The file.
         path: String,
         /// The I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not a private key we understand.
     #[error("{path} is not a PEM or DER private key (PKCS#8, PKCS#1 or SEC1): {message}")]
@@ -37,7 +37,15 @@ pub enum KeyFileError {
     },
     /// OpenSSL failed while generating or serialising.
     #[error("OpenSSL failed: {0}")]
-    OpenSsl(#[from] openssl::error::ErrorStack),
+    OpenSsl(openssl::error::ErrorStack),
+}
+
+// By hand rather than `#[from]`: the message already shows the inner error,
+// and a source as well would print it twice in an error chain.
+impl From<openssl::error::ErrorStack> for KeyFileError {
+    fn from(e: openssl::error::ErrorStack) -> Self {
+        KeyFileError::OpenSsl(e)
+    }
 }
 
 /// A private key in this process's memory.
@@ -126,7 +134,7 @@ impl FileSigner {
     pub fn load(path: &Path) -> Result<Self, KeyFileError> {
         let bytes = Zeroizing::new(std::fs::read(path).map_err(|source| KeyFileError::Read {
             path: path.display().to_string(),
-            source,
+            cause: source,
         })?);
         Self::from_bytes(&bytes, &path.display().to_string())
     }
@@ -184,6 +192,10 @@ impl Signer for FileSigner {
 
     fn describe(&self) -> String {
         format!("{} key ({})", self.algorithm, self.origin)
+    }
+
+    fn as_file_signer(&self) -> Option<&FileSigner> {
+        Some(self)
     }
 }
 

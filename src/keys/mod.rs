@@ -4,9 +4,11 @@
 pub mod algorithm;
 pub mod cert;
 pub mod file;
+pub mod hierarchy;
 pub mod signed_data;
 pub mod signer;
 
 pub use algorithm::{DigestAlgorithm, KeyAlgorithm};
 pub use file::{FileSigner, KeyFileError};
+pub use hierarchy::{KeyHierarchy, KeyRole, OfflineSigner, SigningRequest};
 pub use signer::{SignError, Signer};

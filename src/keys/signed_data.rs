@@ -41,7 +41,15 @@ pub enum SignedDataError {
     Sign(#[from] SignError),
     /// DER encoding failed.
     #[error("DER encoding failed: {0}")]
-    Encode(#[from] der::Error),
+    Encode(der::Error),
+}
+
+// By hand rather than `#[from]`: the message already shows the inner error,
+// and a source as well would print it twice in an error chain.
+impl From<der::Error> for SignedDataError {
+    fn from(e: der::Error) -> Self {
+        SignedDataError::Encode(e)
+    }
 }
 
 /// What goes into the `SignedData` besides the signer.

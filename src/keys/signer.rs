@@ -31,6 +31,19 @@ pub enum SignError {
         /// What the backend said.
         message: String,
     },
+    /// The key is offline: the signature must be made elsewhere from this request.
+    #[error("{} is offline: sign the request (SHA-256 {}) on the machine that holds it", .0.key, .0.sha256)]
+    RequestNeeded(Box<super::hierarchy::SigningRequest>),
+}
+
+impl SignError {
+    /// The signing request, when the key was offline.
+    pub fn signing_request(&self) -> Option<&super::hierarchy::SigningRequest> {
+        match self {
+            SignError::RequestNeeded(r) => Some(r),
+            _ => None,
+        }
+    }
 }
 
 /// A private key that signs, wherever it is held.
@@ -51,6 +64,12 @@ pub trait Signer: Send + Sync {
 
     /// A short human description of where the key is, for messages.
     fn describe(&self) -> String;
+
+    /// The in-memory key behind this signer, when it is one: genkey writes
+    /// (or re-encrypts) such keys; token and offline keys never leave their place.
+    fn as_file_signer(&self) -> Option<&super::FileSigner> {
+        None
+    }
 
     /// Hashes `message` with `digest` and signs the hash.
     fn sign(&self, digest: DigestAlgorithm, message: &[u8]) -> Result<Vec<u8>, SignError> {

@@ -1,14 +1,11 @@
 //! Writing the workflow's files (the encrypted backup, the certificate):
 //! never over an existing file, never half-written.
 //!
-//! A file is written and fsynced under a temporary name in the same
-//! directory, then hard-linked to its name — which fails if the name exists,
-//! so two runs cannot overwrite each other's backup — and the temporary name
-//! removed. Only ciphertext and public data ever go through here.
+//! The writing itself is the store's one atomic writer (temporary name,
+//! fsync, `link` so an existing name is never replaced, directory fsync).
+//! Only ciphertext and public data ever go through here.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
 use std::path::{Path, PathBuf};
 
 /// A file could not be written or read.
@@ -18,14 +15,14 @@ pub enum FileError {
     #[error("{0} exists; nothing was changed. Choose another name or move the old file away (sbkit never overwrites a backup or certificate)")]
     Exists(PathBuf),
     /// I/O failed.
-    #[error("{action} {path}: {source}")]
+    #[error("{action} {path}: {cause}")]
     Io {
         /// What was being done.
         action: &'static str,
         /// Where.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -33,7 +30,7 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
     move |source| FileError::Io {
         action,
         path: path.to_path_buf(),
-        source,
+        cause: source,
     }
 }
 
@@ -45,47 +42,28 @@ pub fn refuse_existing(path: &Path) -> Result<(), FileError> {
     Ok(())
 }
 
-/// Writes a new file with `mode`, atomically, refusing to replace one.
+/// Writes a new file with `mode` (0600 or 0644), atomically, refusing to
+/// replace one: [`crate::store::write::write_new_file`].
 pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), FileError> {
-    refuse_existing(path)?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
+    use crate::store::write::{write_new_file, Access, FileWriteError};
+    let access = if mode & 0o077 == 0 {
+        Access::Secret
+    } else {
+        Access::Public
     };
-    fs::create_dir_all(&dir).map_err(io("cannot create directory", &dir))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.sbkit-tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(io("cannot create", &tmp))?;
-        f.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(io("cannot set permissions of", &tmp))?;
-        f.write_all(contents).map_err(io("cannot write", &tmp))?;
-        f.sync_all().map_err(io("cannot sync", &tmp))?;
-        fs::hard_link(&tmp, path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                FileError::Exists(path.to_path_buf())
-            } else {
-                FileError::Io {
-                    action: "cannot create",
-                    path: path.to_path_buf(),
-                    source: e,
-                }
-            }
-        })?;
-        fs::File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("cannot sync directory", &dir))
-    })();
-    let _ = fs::remove_file(&tmp);
-    result
+    write_new_file(path, contents, access).map_err(|e| match e {
+        FileWriteError::Exists(p) => FileError::Exists(p),
+        FileWriteError::Io {
+            action,
+            path,
+            cause: source,
+            ..
+        } => FileError::Io {
+            action,
+            path,
+            cause: source,
+        },
+    })
 }
 
 /// Reads a file.
@@ -96,6 +74,7 @@ pub fn read(path: &Path) -> Result<Vec<u8>, FileError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn never_overwrites_and_leaves_no_temporary() {

@@ -13,18 +13,17 @@ use cryptoki::context::Pkcs11;
 use cryptoki::object::{
     Attribute, AttributeType, CertificateType, KeyType, ObjectClass, ObjectHandle,
 };
-use cryptoki::session::{Session, UserType};
+use cryptoki::session::Session;
 use cryptoki::slot::{Slot, TokenInfo};
-use cryptoki::types::RawAuthPin;
 use der::Encode;
 use serde::Serialize;
 use zeroize::Zeroize;
 
 use crate::keys::{FileSigner, KeyAlgorithm, Signer};
 use crate::secret::LockedBytes;
-use crate::token::module::{self, ModuleError};
-use crate::token::pin::{self, PinError, RefuseReason, RetryDecision, RetryState};
-use crate::token::slots;
+use crate::token::module::ModuleError;
+use crate::token::pin::PinError;
+use crate::token::session::{self, LoginRequest, SessionError};
 use crate::token::uri::{encode_id, encode_text, Pkcs11Uri, UriError};
 
 /// A PKCS#11 step of provisioning failed; the message says what to change.
@@ -84,14 +83,14 @@ pub enum P11Error {
     #[error(transparent)]
     Pin(#[from] PinError),
     /// A PKCS#11 call failed.
-    #[error("PKCS#11 {action} on token {token} failed: {source}{hint}")]
+    #[error("PKCS#11 {action} on token {token} failed: {cause}{hint}")]
     Call {
         /// What we were doing.
         action: &'static str,
         /// The token.
         token: String,
         /// cryptoki's error.
-        source: cryptoki::error::Error,
+        cause: cryptoki::error::Error,
         /// Advice.
         hint: &'static str,
     },
@@ -145,133 +144,90 @@ impl TokenSession {
 
 /// Finds the one initialised token `uri` names.
 pub fn find_token(ctx: &Pkcs11, uri: &Pkcs11Uri) -> Result<(Slot, TokenInfo), P11Error> {
-    let uri_text = uri.to_string();
-    let mut found = slots::scan(ctx, uri).map_err(|source| P11Error::Call {
-        action: "C_GetSlotList",
-        token: uri_text.clone(),
-        source,
-        hint: "",
-    })?;
-    match found.matching.len() {
-        1 => Ok(found.matching.remove(0)),
-        0 => Err(P11Error::NoToken {
-            uri: uri_text,
-            seen: found.seen,
-        }),
-        _ => Err(P11Error::SeveralTokens {
-            uri: uri_text,
-            seen: found
-                .matching
-                .iter()
-                .map(|(s, i)| slots::describe(i, *s))
-                .collect(),
-        }),
+    session::find_token(ctx, uri, std::path::Path::new(""))
+        .map_err(|e| from_session(e, &uri.to_string(), ""))
+}
+
+/// Provisioning's message for a session-layer failure.
+fn from_session(e: SessionError, uri: &str, token: &str) -> P11Error {
+    let token = token.to_string();
+    match e {
+        SessionError::Module(m) => P11Error::Module(m),
+        SessionError::Library {
+            attribute,
+            actual,
+            wanted,
+            ..
+        } => P11Error::Key(format!(
+            "the PKCS#11 module has {attribute}={actual:?}, but {uri} asks for {wanted:?}"
+        )),
+        SessionError::NoToken { seen, .. } => P11Error::NoToken {
+            uri: uri.to_string(),
+            seen,
+        },
+        SessionError::SeveralTokens { seen } => P11Error::SeveralTokens {
+            uri: uri.to_string(),
+            seen,
+        },
+        SessionError::PinLocked => P11Error::PinRefused {
+            token,
+            reason: "the user PIN is locked",
+            extra: "",
+        },
+        SessionError::FinalTry => P11Error::PinRefused {
+            token,
+            reason: "one PIN try remains and a wrong PIN would lock the token",
+            extra: "; or set SBKIT_PKCS11_ALLOW_FINAL_PIN_TRY=1 for build-uki if you are sure",
+        },
+        SessionError::PinIncorrect { state, .. } => P11Error::PinIncorrect {
+            token,
+            state: state.to_string(),
+        },
+        SessionError::Pin(p) => P11Error::Pin(p),
+        SessionError::Call { action, cause } => P11Error::Call {
+            action,
+            token: if token.is_empty() {
+                uri.to_string()
+            } else {
+                token
+            },
+            cause,
+            hint: if action == "C_OpenSession" {
+                " (a read-write session needs a writable token)"
+            } else {
+                ""
+            },
+        },
     }
 }
 
 /// Loads the module `uri` names (or the default one) and opens a session
-/// on its token, logged in as the user when `login` is set. The PIN comes
-/// from `SBKIT_PKCS11_PIN`, `SBKIT_PKCS11_PIN_FILE`, the URI's `pin-source`,
-/// or a prompt; a locked PIN or one on its final try is never tried.
+/// on its token through the one session layer ([`crate::token::session`]),
+/// logged in as the user when `login` is set. The PIN comes from
+/// `SBKIT_PKCS11_PIN`, `SBKIT_PKCS11_PIN_FILE`, the URI's `pin-source`, or a
+/// prompt; a locked PIN or one on its final try is never tried.
 pub fn open_token(uri_text: &str, login: bool, rw: bool) -> Result<TokenSession, P11Error> {
     let uri = Pkcs11Uri::parse(uri_text)?;
-    let (path, _) = module::select_module(&uri)?;
-    let m = module::load(&path)?;
-    let (slot, info) = find_token(&m.ctx, &uri)?;
-    let label = info.label().trim_end().to_string();
-    let serial = info.serial_number().trim_end().to_string();
-    let call = |action: &'static str, hint: &'static str| {
-        let token = label.clone();
-        move |source| P11Error::Call {
-            action,
-            token,
-            source,
-            hint,
-        }
-    };
-    let session = if rw {
-        m.ctx.open_rw_session(slot)
-    } else {
-        m.ctx.open_ro_session(slot)
-    }
-    .map_err(call(
-        "C_OpenSession",
-        " (a read-write session needs a writable token)",
-    ))?;
-    if login && info.login_required() {
-        let state = RetryState {
-            count_low: info.user_pin_count_low(),
-            final_try: info.user_pin_final_try(),
-            locked: info.user_pin_locked(),
-        };
-        match pin::retry_decision(state, false, &label) {
-            RetryDecision::Refuse(RefuseReason::Locked) => {
-                return Err(P11Error::PinRefused {
-                    token: label,
-                    reason: "the user PIN is locked",
-                    extra: "",
-                })
-            }
-            RetryDecision::Refuse(RefuseReason::FinalTry) => {
-                return Err(P11Error::PinRefused {
-                    token: label,
-                    reason: "one PIN try remains and a wrong PIN would lock the token",
-                    extra:
-                        "; or set SBKIT_PKCS11_ALLOW_FINAL_PIN_TRY=1 for build-uki if you are sure",
-                })
-            }
-            RetryDecision::Warn(w) => eprintln!("warning: {w}"),
-            RetryDecision::Proceed => {}
-        }
-        let pin = match pin::configured_pin(uri.pin_source.as_deref())? {
-            Some((p, _)) => p,
-            None => pin::prompt_pin(
-                &format!("User PIN of token {label:?} (serial {serial}): "),
-                &label,
-            )?,
-        };
-        let raw = RawAuthPin::new(Box::new(pin.to_vec()));
-        match session.login_with_raw(UserType::User, &raw) {
-            Ok(()) => {}
-            Err(cryptoki::error::Error::Pkcs11(
-                cryptoki::error::RvError::UserAlreadyLoggedIn,
-                _,
-            )) => {}
-            Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::PinIncorrect, _)) => {
-                let state = m
-                    .ctx
-                    .get_token_info(slot)
-                    .map(|i| {
-                        RetryState {
-                            count_low: i.user_pin_count_low(),
-                            final_try: i.user_pin_final_try(),
-                            locked: i.user_pin_locked(),
-                        }
-                        .describe()
-                    })
-                    .unwrap_or("unknown");
-                return Err(P11Error::PinIncorrect {
-                    token: label,
-                    state: state.to_string(),
-                });
-            }
-            Err(source) => {
-                return Err(P11Error::Call {
-                    action: "C_Login",
-                    token: label,
-                    source,
-                    hint: "",
-                })
-            }
-        }
+    let opened = session::open(&uri, rw).map_err(|e| from_session(e, uri_text, ""))?;
+    let label = opened.label();
+    let serial = opened.serial();
+    if login {
+        opened
+            .login(&LoginRequest {
+                uri: &uri,
+                prompt: format!("User PIN of token {label:?} (serial {serial}): "),
+                allow_final_try: false,
+                pin_pad_allowed: false,
+            })
+            .map_err(|e| from_session(e, uri_text, &label))?;
     }
     Ok(TokenSession {
-        ctx: m.ctx,
-        module_path: m.path,
-        slot,
+        ctx: opened.ctx,
+        module_path: opened.module_path,
+        slot: opened.slot,
         label,
         serial,
-        session,
+        session: opened.session,
     })
 }
 
@@ -507,12 +463,13 @@ pub fn import(ts: &TokenSession, req: &ImportRequest<'_>) -> Result<(), P11Error
         move |source| P11Error::Call {
             action,
             token,
-            source,
+            cause: source,
             hint,
         }
     };
     check_id_free(ts, req.id, req.replace)?;
     for (h, _) in objects_with_id(&ts.session, req.id) {
+        crate::store::write::crash_point();
         ts.session.destroy_object(h).map_err(call(
             "C_DestroyObject",
             " (removing the old objects for --replace)",
@@ -578,6 +535,8 @@ pub fn import(ts: &TokenSession, req: &ImportRequest<'_>) -> Result<(), P11Error
             Attribute::PublicExponent(p[1].to_vec()),
         ]);
     }
+    // Each object is one token write; interruption tests stop between them.
+    crate::store::write::crash_point();
     let created = ts.session.create_object(&private);
     // cryptoki takes plain Vecs; wipe them the moment the call returns.
     wipe(&mut private);
@@ -585,6 +544,7 @@ pub fn import(ts: &TokenSession, req: &ImportRequest<'_>) -> Result<(), P11Error
         "C_CreateObject (private key)",
         " (the token must accept imported keys; YubiKeys are loaded with --piv instead)",
     ))?;
+    crate::store::write::crash_point();
     ts.session
         .create_object(&public)
         .map_err(call("C_CreateObject (public key)", ""))?;
@@ -600,8 +560,10 @@ pub fn import(ts: &TokenSession, req: &ImportRequest<'_>) -> Result<(), P11Error
         Attribute::SerialNumber(tbs.serial_number.to_der().unwrap_or_default()),
         Attribute::Value(req.cert_der.to_vec()),
     ]);
+    crate::store::write::crash_point();
     ts.session
         .create_object(&c)
         .map_err(call("C_CreateObject (certificate)", ""))?;
+    crate::store::write::crash_point();
     Ok(())
 }

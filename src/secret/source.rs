@@ -31,12 +31,12 @@ pub enum SecretSource {
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
     /// The source text is not `prompt`, `file:PATH` or `env:VAR`.
-    #[error("{what}: {given:?} is not a secret source; write prompt, file:/path/to/file or env:VARIABLE (the secret itself is never accepted on the command line: it would end up in shell history and `ps`)")]
+    #[error("{what}: the value given ({length} characters, not shown) is not a secret source; write prompt, file:/path/to/file or env:VARIABLE (the secret itself is never accepted on the command line: it would end up in shell history and `ps`)")]
     BadSource {
         /// Which secret.
         what: String,
-        /// What was given, shortened and masked.
-        given: String,
+        /// How long the value was; the value itself may be the secret, so no part of it is kept.
+        length: usize,
     },
     /// A prompt was asked for but there is no terminal.
     #[error("{what}: no terminal to prompt on; give it as file:/path or env:VARIABLE")]
@@ -45,14 +45,14 @@ pub enum SecretError {
         what: String,
     },
     /// The file cannot be read.
-    #[error("{what}: cannot read {path}: {source}")]
+    #[error("{what}: cannot read {path}: {cause}")]
     Read {
         /// Which secret.
         what: String,
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The environment variable is not set.
     #[error("{what}: environment variable {var} is not set or empty")]
@@ -81,12 +81,12 @@ pub enum SecretError {
         what: String,
     },
     /// Reading the terminal failed.
-    #[error("{what}: cannot read from the terminal: {source}")]
+    #[error("{what}: cannot read from the terminal: {cause}")]
     Prompt {
         /// Which secret.
         what: String,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -107,15 +107,11 @@ impl FromStr for SecretSource {
                 return Ok(SecretSource::Env(v.to_string()));
             }
         }
-        // The text may be the secret itself: never echo it whole.
-        let masked: String = s
-            .chars()
-            .take(3)
-            .chain(std::iter::repeat_n('…', usize::from(s.chars().count() > 3)))
-            .collect();
+        // The text may be the secret itself: not one character of it is echoed
+        // (even a prefix narrows a guess and lands in logs).
         Err(SecretError::BadSource {
             what: "secret".into(),
-            given: masked,
+            length: s.chars().count(),
         })
     }
 }
@@ -144,7 +140,7 @@ pub fn read_file(what: &str, path: &Path) -> Result<LockedBytes, SecretError> {
     let read_err = |source| SecretError::Read {
         what: what.to_string(),
         path: path.to_path_buf(),
-        source,
+        cause: source,
     };
     let meta = std::fs::metadata(path).map_err(read_err)?;
     if meta.len() > MAX_SECRET_LEN as u64 + 2 {
@@ -172,7 +168,7 @@ pub fn can_prompt() -> bool {
 fn prompt_once(what: &str, prompt: &str) -> Result<LockedBytes, SecretError> {
     let typed = rpassword::prompt_password(prompt).map_err(|source| SecretError::Prompt {
         what: what.to_string(),
-        source,
+        cause: source,
     })?;
     let mut bytes = typed.into_bytes();
     let too_long = bytes.len() > MAX_SECRET_LEN;
@@ -262,7 +258,8 @@ mod tests {
             .parse::<SecretSource>()
             .unwrap_err()
             .to_string();
-        assert!(!e.contains("hunter2secret"), "{e}");
+        assert!(!e.contains("hun"), "no part of the secret is echoed: {e}");
+        assert!(e.contains("13 characters, not shown"), "{e}");
         assert!(e.contains("file:"), "{e}");
         assert!("file:".parse::<SecretSource>().is_err());
     }

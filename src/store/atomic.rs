@@ -7,13 +7,14 @@
 //! new set replaces are moved aside into a `replaced-<time>/` directory, never
 //! deleted. Readers call [`recover`] first, so they never see a half-installed set.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
+
+use super::write::{crash_point, Access, FileWriteError};
 
 /// The staging directory's name inside the target directory.
 pub const STAGING_DIR: &str = ".sbkit-staging";
@@ -23,16 +24,31 @@ const COMMIT_MARKER: &str = "COMMIT.json";
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     /// An I/O operation failed; `path` says where.
-    #[error("{action} {path}: {source}{hint}")]
+    #[error("{action} {path}: {cause}{hint}")]
     Io {
         /// What was being done.
         action: &'static str,
         /// Where.
         path: String,
         /// The error.
-        source: std::io::Error,
+        cause: std::io::Error,
         /// Advice for the user, possibly empty.
         hint: &'static str,
+    },
+    /// Writing one file failed.
+    #[error(transparent)]
+    File(#[from] FileWriteError),
+    /// The commit marker names a path that is not a plain name inside the directory.
+    #[error("{marker} names {name:?}, which {problem}; an interrupted sbkit run never writes that, so nothing was touched. Inspect {staging} (someone else may have planted it) and remove it by hand")]
+    UnsafeName {
+        /// The marker file.
+        marker: String,
+        /// The offending name.
+        name: String,
+        /// What is wrong with it.
+        problem: String,
+        /// The staging directory.
+        staging: String,
     },
     /// The commit marker of an interrupted run is unreadable.
     #[error("{path} is corrupt ({message}); inspect the directory and remove {staging} by hand")]
@@ -61,7 +77,7 @@ fn io_err<'a>(
         WriteError::Io {
             action,
             path: path.display().to_string(),
-            source,
+            cause: source,
             hint,
         }
     }
@@ -158,7 +174,11 @@ impl WriteSet {
         }
         recover(&self.dir)?;
         let staging = self.dir.join(STAGING_DIR);
-        fs::create_dir(&staging).map_err(io_err("cannot create staging directory", &staging))?;
+        // 0700 from creation on: staged secrets are never in a directory others can enter.
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&staging)
+            .map_err(io_err("cannot create staging directory", &staging))?;
         fs::set_permissions(&staging, fs::Permissions::from_mode(0o700))
             .map_err(io_err("cannot set permissions of", &staging))?;
         let result = self.stage_and_commit(&staging, backup_tag);
@@ -179,10 +199,16 @@ impl WriteSet {
             make_parents(staging, &path)?;
             if f.symlink {
                 let target = String::from_utf8_lossy(&f.contents).into_owned();
+                crash_point();
                 std::os::unix::fs::symlink(&target, &path)
                     .map_err(io_err("cannot create symbolic link", &path))?;
             } else {
-                write_synced(&path, &f.contents, f.secret)?;
+                let access = if f.secret {
+                    Access::Secret
+                } else {
+                    Access::Public
+                };
+                super::write::write_synced(&path, &f.contents, access)?;
             }
         }
         sync_dir(staging)?;
@@ -192,7 +218,7 @@ impl WriteSet {
             backup: format!("replaced-{backup_tag}"),
         };
         let marker = serde_json::to_vec_pretty(&plan).unwrap_or_default();
-        write_synced(&staging.join(COMMIT_MARKER), &marker, false)?;
+        super::write::write_synced(&staging.join(COMMIT_MARKER), &marker, Access::Secret)?;
         sync_dir(staging)?;
         roll_forward(&self.dir, &plan)
     }
@@ -202,7 +228,11 @@ impl WriteSet {
 fn make_parents(base: &Path, path: &Path) -> Result<(), WriteError> {
     if let Some(parent) = path.parent() {
         if parent != base && !parent.exists() {
-            fs::create_dir_all(parent).map_err(io_err("cannot create directory", parent))?;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(io_err("cannot create directory", parent))?;
             let mut d = parent;
             while d != base {
                 fs::set_permissions(d, fs::Permissions::from_mode(0o700))
@@ -217,27 +247,8 @@ fn make_parents(base: &Path, path: &Path) -> Result<(), WriteError> {
     Ok(())
 }
 
-fn write_synced(path: &Path, contents: &[u8], secret: bool) -> Result<(), WriteError> {
-    let mode = if secret { 0o600 } else { 0o644 };
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(io_err("cannot create", path))?;
-    // The umask can only narrow the mode; set it explicitly so 0644 stays 0644.
-    f.set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(io_err("cannot set permissions of", path))?;
-    f.write_all(contents)
-        .map_err(io_err("cannot write", path))?;
-    f.sync_all().map_err(io_err("cannot sync", path))?;
-    Ok(())
-}
-
 fn sync_dir(dir: &Path) -> Result<(), WriteError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("cannot sync directory", dir))
+    Ok(super::write::sync_dir(dir)?)
 }
 
 fn move_aside(dir: &Path, backup: &Path, name: &str) -> Result<bool, WriteError> {
@@ -250,8 +261,91 @@ fn move_aside(dir: &Path, backup: &Path, name: &str) -> Result<bool, WriteError>
         .map_err(io_err("cannot set permissions of", backup))?;
     let target = backup.join(name);
     make_parents(backup, &target)?;
+    crash_point();
     fs::rename(&old, &target).map_err(io_err("cannot move aside", &old))?;
     Ok(true)
+}
+
+/// Why `name` (from a commit plan) is not a safe relative name under `base`,
+/// or `None` when it is: plain components only (no `..`, `.`, root or
+/// empty part, no NUL), and no component that exists under `base` as
+/// anything but a real directory (a symbolic link would be followed).
+fn unsafe_name(base: &Path, name: &str) -> Option<String> {
+    use std::path::Component;
+    if name.is_empty() {
+        return Some("is empty".into());
+    }
+    if name.len() > 1024 {
+        return Some("is longer than any name sbkit writes".into());
+    }
+    if name.contains('\0') {
+        return Some("contains a NUL byte".into());
+    }
+    if name.starts_with('/') {
+        return Some("is an absolute path".into());
+    }
+    let path = Path::new(name);
+    let parts: Vec<Component> = path.components().collect();
+    for c in &parts {
+        match c {
+            Component::Normal(_) => {}
+            Component::ParentDir => return Some("contains `..`".into()),
+            Component::RootDir | Component::Prefix(_) => return Some("is an absolute path".into()),
+            Component::CurDir => return Some("contains `.`".into()),
+        }
+    }
+    if name.split('/').any(str::is_empty) {
+        return Some("contains an empty path component".into());
+    }
+    // Every directory on the way must be a real directory, never a link.
+    let mut at = base.to_path_buf();
+    for c in parts.iter().take(parts.len().saturating_sub(1)) {
+        at.push(c);
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Some(format!("passes through {}, a symbolic link", at.display()))
+            }
+            Ok(m) if !m.is_dir() => {
+                return Some(format!("passes through {}, not a directory", at.display()))
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Checks every name of a plan read back from disk before anything moves.
+fn check_plan(dir: &Path, plan: &CommitPlan, marker: &Path) -> Result<(), WriteError> {
+    let staging = dir.join(STAGING_DIR);
+    let refuse = |name: &str, problem: String| WriteError::UnsafeName {
+        marker: marker.display().to_string(),
+        name: name.to_string(),
+        problem,
+        staging: staging.display().to_string(),
+    };
+    for name in plan.install.iter().chain(&plan.displace) {
+        for base in [dir, staging.as_path()] {
+            if let Some(problem) = unsafe_name(base, name) {
+                return Err(refuse(name, problem));
+            }
+        }
+    }
+    if plan.backup.contains('/') || !plan.backup.starts_with("replaced-") {
+        return Err(refuse(
+            &plan.backup,
+            "is not a replaced-<time> directory name".into(),
+        ));
+    }
+    if let Some(problem) = unsafe_name(dir, &plan.backup) {
+        return Err(refuse(&plan.backup, problem));
+    }
+    let backup = dir.join(&plan.backup);
+    for name in plan.install.iter().chain(&plan.displace) {
+        if let Some(problem) = unsafe_name(&backup, name) {
+            return Err(refuse(name, problem));
+        }
+    }
+    Ok(())
 }
 
 /// Installs staged files per the plan. Idempotent: a file still in staging is
@@ -272,7 +366,7 @@ fn roll_forward(dir: &Path, plan: &CommitPlan) -> Result<CommitReport, WriteErro
             replaced |= move_aside(dir, &backup, name)?;
             let target = dir.join(name);
             make_parents(dir, &target)?;
-            fs::rename(&staged, &target).map_err(io_err("cannot install", &target))?;
+            super::write::rename(&staged, &target)?;
         }
         report.written.push(name.clone());
     }
@@ -281,6 +375,7 @@ fn roll_forward(dir: &Path, plan: &CommitPlan) -> Result<CommitReport, WriteErro
         sync_dir(&backup)?;
         replaced = true;
     }
+    crash_point();
     fs::remove_file(staging.join(COMMIT_MARKER)).map_err(io_err("cannot remove", &staging))?;
     fs::remove_dir_all(&staging).map_err(io_err("cannot remove", &staging))?;
     sync_dir(dir)?;
@@ -292,8 +387,17 @@ fn roll_forward(dir: &Path, plan: &CommitPlan) -> Result<CommitReport, WriteErro
 /// `dir`. Returns `true` when there was one.
 pub fn recover(dir: &Path) -> Result<bool, WriteError> {
     let staging = dir.join(STAGING_DIR);
-    if !staging.exists() {
-        return Ok(false);
+    match fs::symlink_metadata(&staging) {
+        Err(_) => return Ok(false),
+        Ok(m) if !m.is_dir() => {
+            return Err(WriteError::UnsafeName {
+                marker: staging.display().to_string(),
+                name: STAGING_DIR.into(),
+                problem: "is not a directory (a symbolic link or file)".into(),
+                staging: staging.display().to_string(),
+            })
+        }
+        Ok(_) => {}
     }
     let marker = staging.join(COMMIT_MARKER);
     if marker.exists() {
@@ -303,6 +407,9 @@ pub fn recover(dir: &Path) -> Result<bool, WriteError> {
             message: e.to_string(),
             staging: staging.display().to_string(),
         })?;
+        // The marker is data on disk, not ours until checked: a name that
+        // leaves the directory would let whoever planted it replace any file.
+        check_plan(dir, &plan, &marker)?;
         roll_forward(dir, &plan)?;
     } else {
         fs::remove_dir_all(&staging).map_err(io_err("cannot remove", &staging))?;

@@ -76,18 +76,26 @@ pub fn is_hardened(dir: &Path) -> bool {
 pub enum HardenedError {
     /// The passphrase could not be read.
     #[error("{0} (the hardened key directory's passphrase comes from ${PASSPHRASE_ENV}, ${PASSPHRASE_FILE_ENV} or a terminal prompt)")]
-    Passphrase(#[from] SecretError),
+    Passphrase(SecretError),
     /// The file cannot be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Decryption failed.
     #[error(transparent)]
     Backup(#[from] backup::BackupError),
+}
+
+// By hand rather than `#[from]`: the message already shows the inner error,
+// and a source as well would print it twice in an error chain.
+impl From<SecretError> for HardenedError {
+    fn from(e: SecretError) -> Self {
+        HardenedError::Passphrase(e)
+    }
 }
 
 /// The key passphrase: `SBKIT_KEY_PASSPHRASE`, `SBKIT_KEY_PASSPHRASE_FILE`, else a prompt.
@@ -106,7 +114,7 @@ pub fn passphrase_from_env() -> Result<LockedBytes, SecretError> {
 pub fn load_key(path: &Path, passphrase: &[u8]) -> Result<FileSigner, HardenedError> {
     let data = std::fs::read(path).map_err(|source| HardenedError::Read {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     })?;
     let origin = path.display().to_string();
     let (_, plain) = backup::decrypt(&data, passphrase, &origin)?;

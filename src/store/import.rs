@@ -17,12 +17,12 @@ const EXTENSIONS: [&str; 8] = ["", ".esl", ".auth", ".der", ".cer", ".crt", ".pe
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     /// The directory or a file cannot be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Read {
         /// Where.
         path: String,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A file's bytes are not what its name says.
     #[error("{path}: byte offset {offset}: {problem}. Export the variable again (e.g. `efi-readvar -v {var} -o {var}.esl`) or remove the file")]
@@ -78,7 +78,10 @@ fn candidate_names(role: Role) -> Vec<String> {
 pub fn read_export_dir(dir: &Path, our_owner: Guid) -> Result<Imported, ImportError> {
     let read_err = |path: &Path| {
         let path = path.display().to_string();
-        move |source| ImportError::Read { path, source }
+        move |source| ImportError::Read {
+            path,
+            cause: source,
+        }
     };
     let mut known: Vec<(Role, PathBuf)> = Vec::new();
     let mut ignored = Vec::new();
@@ -165,9 +168,16 @@ fn parse_export(
             .map(|db| db.lists)
             .map_err(|e| shift(e, data_offset));
     }
-    if bytes.first() == Some(&0x30) {
+    let der_like = bytes.first() == Some(&0x30);
+    if der_like {
         if let Some(der) = crate::keys::cert::certificate_der(bytes) {
             return Ok(vec![cert_list(&der, our_owner)]);
+        }
+        // A DER SEQUENCE that does not parse as a certificate: no standard
+        // signature-list type GUID starts with 0x30, so unless it happens to
+        // be a valid list, say what it is — a broken certificate.
+        if SignatureDatabase::parse(bytes).is_err() {
+            return Err(der_problem(bytes));
         }
     }
     let _ = role;
@@ -185,6 +195,40 @@ fn parse_export(
                 Err((at_zero.offset, at_zero.problem))
             }
         }
+    }
+}
+
+/// What is wrong with bytes that start like a DER certificate but do not parse.
+fn der_problem(bytes: &[u8]) -> (usize, String) {
+    // The SEQUENCE header: short form, or long form with 1 to 4 length bytes.
+    let announced = match bytes.get(1) {
+        Some(&n) if n < 0x80 => Some(2 + usize::from(n)),
+        Some(&n) if (0x81..=0x84).contains(&n) => {
+            let count = usize::from(n & 0x7f);
+            bytes.get(2..2 + count).map(|len| {
+                len.iter()
+                    .fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
+                    .saturating_add(2 + count)
+            })
+        }
+        _ => None,
+    };
+    match announced {
+        Some(total) if total > bytes.len() => (
+            bytes.len(),
+            format!(
+                "truncated DER certificate: its header announces {total} bytes but the file has {}; export it again",
+                bytes.len()
+            ),
+        ),
+        None if bytes.len() < 6 => (
+            bytes.len(),
+            format!("truncated DER certificate: the file has only {} bytes", bytes.len()),
+        ),
+        _ => (
+            0,
+            "a DER structure that is not an X.509 certificate (nor a signature list)".into(),
+        ),
     }
 }
 

@@ -90,6 +90,17 @@ impl Role {
         }
     }
 
+    /// The key role whose certificate this variable carries; `None` for dbx.
+    pub fn key_role(self) -> Option<crate::keys::KeyRole> {
+        use crate::keys::KeyRole;
+        match self {
+            Role::Pk => Some(KeyRole::Pk),
+            Role::Kek => Some(KeyRole::Kek),
+            Role::Db => Some(KeyRole::Db),
+            Role::Dbx => None,
+        }
+    }
+
     /// A file name of this role: `file("auth")` is `db.auth`.
     pub fn file(self, extension: &str) -> String {
         format!("{}.{extension}", self.name())

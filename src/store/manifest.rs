@@ -100,12 +100,12 @@ pub struct EntryRecord {
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     /// I/O.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Read {
         /// The file.
         path: String,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Not our JSON.
     #[error("{path} is not an sbkit manifest: {message}")]
@@ -127,7 +127,7 @@ impl Manifest {
             Err(source) => {
                 return Err(ManifestError::Read {
                     path: path.display().to_string(),
-                    source,
+                    cause: source,
                 })
             }
         };

@@ -5,9 +5,12 @@
 pub mod atomic;
 pub mod hardened;
 pub mod import;
+pub mod keydir;
 pub mod layout;
 pub mod manifest;
 pub mod signing;
+pub mod write;
 
+pub use keydir::{KeyBackend, KeyDir, Unlock};
 pub use layout::Role;
 pub use manifest::Manifest;

@@ -11,11 +11,12 @@
 //! refused, PINs come from `SBKIT_PKCS11_PIN`, `SBKIT_PKCS11_PIN_FILE`, the
 //! URI's `pin-source=` file, or a terminal prompt, and are zeroized.
 
-mod keydata;
+pub(crate) mod keydata;
 pub mod module;
 pub mod pin;
 mod pkcs11;
 mod raw;
+pub mod session;
 pub mod slots;
 pub mod uri;
 

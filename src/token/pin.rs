@@ -48,12 +48,12 @@ pub enum PinError {
         token: String,
     },
     /// The PIN file cannot be read.
-    #[error("cannot read the PIN file {path}: {source}")]
+    #[error("cannot read the PIN file {path}: {cause}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The PIN file is empty.
     #[error("the PIN file {0} is empty: write the PIN into it (a trailing newline is ignored)")]
@@ -91,7 +91,7 @@ pub fn pin_source_path(source: &str) -> Result<PathBuf, PinError> {
 pub fn read_pin_file(path: &Path) -> Result<Pin, PinError> {
     let mut bytes = Zeroizing::new(std::fs::read(path).map_err(|source| PinError::Read {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     })?);
     if bytes.last() == Some(&b'\n') {
         bytes.pop();

@@ -13,14 +13,14 @@ use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
-use cryptoki::slot::{Slot, TokenInfo};
+use cryptoki::slot::Slot;
 use cryptoki::types::RawAuthPin;
 use der::{Decode, Encode};
 use openssl::pkey::{PKey, Public};
 
 use super::keydata;
-use super::module::{self, ModuleError};
-use super::pin::{self, Pin, PinError, PinOrigin, RefuseReason, RetryDecision, RetryState};
+use super::module::ModuleError;
+use super::pin::{self, Pin, PinError, PinOrigin, RefuseReason, RetryDecision};
 use super::raw::RawSign;
 use super::uri::{encode_id, encode_text, ObjectType, Pkcs11Uri, UriError};
 use crate::keys::{DigestAlgorithm, KeyAlgorithm, SignError, Signer};
@@ -232,14 +232,6 @@ impl std::fmt::Debug for Pkcs11Signer {
     }
 }
 
-fn retry_state(info: &TokenInfo) -> RetryState {
-    RetryState {
-        count_low: info.user_pin_count_low(),
-        final_try: info.user_pin_final_try(),
-        locked: info.user_pin_locked(),
-    }
-}
-
 fn raw_pin(pin: &Pin) -> RawAuthPin {
     // secrecy wipes this copy when the RawAuthPin drops.
     RawAuthPin::new(Box::new(pin.to_vec()))
@@ -283,9 +275,6 @@ impl Pkcs11Signer {
                 ty: t.name().to_string(),
             });
         }
-        let (path, _chosen_by) = module::select_module(&parsed)?;
-        let module = module::load(&path)?;
-        let module_name = module.path.display().to_string();
         let ck = |action: &'static str| {
             let uri = uri_text.clone();
             move |source: CkError| TokenError::Pkcs11 {
@@ -294,45 +283,43 @@ impl Pkcs11Signer {
                 source,
             }
         };
-        check_library(&module.ctx, &parsed, &module_name)?;
-        let (slot, info) = find_token(&module.ctx, &parsed, &uri_text, &module_name)?;
-        let token = info.label().to_string();
-        let raw = RawSign::for_loaded_module(&module.path).map_err(|message| {
+        let opened =
+            super::session::open(&parsed, false).map_err(|e| from_session(e, &uri_text, ""))?;
+        let token = opened.info.label().to_string();
+        let raw = RawSign::for_loaded_module(&opened.module_path).map_err(|message| {
             TokenError::Module(ModuleError::Load {
-                path: module.path.clone(),
+                path: opened.module_path.clone(),
                 message,
             })
         })?;
-        let session = module
-            .ctx
-            .open_ro_session(slot)
-            .map_err(ck("opening a session"))?;
 
         // Objects are searched before logging in so that an ambiguous URI
         // costs no PIN; tokens that hide private keys until login (SoftHSM2)
         // are searched again after it.
-        let mut keys = find_keys(&session, &parsed).map_err(ck("searching keys"))?;
+        let mut keys = find_keys(&opened.session, &parsed).map_err(ck("searching keys"))?;
         if keys.len() > 1 {
-            return Err(several_keys(&session, &keys, &uri_text, &token));
+            return Err(several_keys(&opened.session, &keys, &uri_text, &token));
         }
-        let pin_pad = info.protected_authentication_path();
+        let pin_pad = opened.info.protected_authentication_path();
         let mut pin = None;
         let mut pin_origin = None;
-        if info.login_required() {
-            let (p, o) = user_login(
-                &module.ctx,
-                slot,
-                &session,
-                &token,
-                &parsed,
-                options,
-                &uri_text,
-            )?;
-            pin = p;
-            pin_origin = o;
+        if opened.info.login_required() {
+            let outcome = opened
+                .login(&super::session::LoginRequest {
+                    uri: &parsed,
+                    prompt: format!("PIN for token {token:?} ({uri_text}): "),
+                    allow_final_try: options.allow_final_pin_try,
+                    pin_pad_allowed: true,
+                })
+                .map_err(|e| from_session(e, &uri_text, &token))?;
+            pin = outcome.pin;
+            pin_origin = outcome.origin;
             // Logged in, the token may show private keys it hid before.
-            keys = find_keys(&session, &parsed).map_err(ck("searching keys"))?;
+            keys = find_keys(&opened.session, &parsed).map_err(ck("searching keys"))?;
         }
+        let super::session::TokenSession {
+            ctx, slot, session, ..
+        } = opened;
         let key = match keys.as_slice() {
             [k] => *k,
             [] => return Err(no_key(&session, &parsed, &uri_text, &token)),
@@ -396,7 +383,7 @@ impl Pkcs11Signer {
             uri: uri_text,
             token,
             label: String::from_utf8_lossy(&label).into_owned(),
-            ctx: module.ctx,
+            ctx,
             slot,
             algorithm,
             spki,
@@ -445,7 +432,7 @@ impl Pkcs11Signer {
             self.backend(format!("reading the token's PIN state: {}", ck_short(&e)))
         })?;
         match pin::retry_decision(
-            retry_state(&info),
+            super::session::retry_state(&info),
             self.options.allow_final_pin_try,
             &self.token,
         ) {
@@ -513,7 +500,7 @@ impl Pkcs11Signer {
                     let state = self
                         .ctx
                         .get_token_info(self.slot)
-                        .map(|i| retry_state(&i).describe())
+                        .map(|i| super::session::retry_state(&i).describe())
                         .unwrap_or("unknown (cannot read the token's flags)");
                     self.backend(
                         TokenError::PinIncorrect {
@@ -622,81 +609,49 @@ impl Signer for Pkcs11Signer {
     }
 }
 
-fn check_library(ctx: &Pkcs11, uri: &Pkcs11Uri, module: &str) -> Result<(), TokenError> {
-    if uri.library_manufacturer.is_none()
-        && uri.library_description.is_none()
-        && uri.library_version.is_none()
-    {
-        return Ok(());
-    }
-    let info = ctx
-        .get_library_info()
-        .map_err(|source| TokenError::Pkcs11 {
-            action: "C_GetInfo",
+/// The signer's message for a session-layer failure; `token` is the label
+/// once a token was found.
+fn from_session(e: super::session::SessionError, uri: &str, token: &str) -> TokenError {
+    use super::session::SessionError as S;
+    match e {
+        S::Module(m) => TokenError::Module(m),
+        S::Library {
+            module,
+            attribute,
+            actual,
+            wanted,
+        } => TokenError::Library {
+            module: module.display().to_string(),
+            attribute,
+            actual,
+            wanted,
+        },
+        S::NoToken { module, seen } => TokenError::NoToken {
             uri: uri.to_string(),
-            source,
-        })?;
-    let v = info.library_version();
-    let version = format!("{}.{}", v.major(), v.minor());
-    let checks = [
-        (
-            "library-manufacturer",
-            &uri.library_manufacturer,
-            info.manufacturer_id().to_string(),
-        ),
-        (
-            "library-description",
-            &uri.library_description,
-            info.library_description().to_string(),
-        ),
-        ("library-version", &uri.library_version, version.clone()),
-    ];
-    for (attribute, wanted, actual) in checks {
-        let Some(wanted) = wanted else { continue };
-        // RFC 7512: "library-version=1" means 1.0.
-        let matches = if attribute == "library-version" && !wanted.contains('.') {
-            format!("{wanted}.0") == actual
-        } else {
-            *wanted == actual
-        };
-        if !matches {
-            return Err(TokenError::Library {
-                module: module.to_string(),
-                attribute,
-                actual,
-                wanted: wanted.clone(),
-            });
-        }
-    }
-    Ok(())
-}
-
-fn find_token(
-    ctx: &Pkcs11,
-    uri: &Pkcs11Uri,
-    uri_text: &str,
-    module: &str,
-) -> Result<(Slot, TokenInfo), TokenError> {
-    let mut found = super::slots::scan(ctx, uri).map_err(|source| TokenError::Pkcs11 {
-        action: "listing slots",
-        uri: uri_text.to_string(),
-        source,
-    })?;
-    match found.matching.len() {
-        1 => Ok(found.matching.remove(0)),
-        0 => Err(TokenError::NoToken {
-            uri: uri_text.to_string(),
-            module: module.to_string(),
-            seen: found.seen,
-        }),
-        _ => Err(TokenError::SeveralTokens {
-            uri: uri_text.to_string(),
-            seen: found
-                .matching
-                .iter()
-                .map(|(slot, info)| super::slots::describe(info, *slot))
-                .collect(),
-        }),
+            module: module.display().to_string(),
+            seen,
+        },
+        S::SeveralTokens { seen } => TokenError::SeveralTokens {
+            uri: uri.to_string(),
+            seen,
+        },
+        S::PinLocked => TokenError::PinLocked {
+            token: token.to_string(),
+        },
+        S::FinalTry => TokenError::FinalTry {
+            token: token.to_string(),
+        },
+        S::PinIncorrect { origin, state } => TokenError::PinIncorrect {
+            token: token.to_string(),
+            origin: origin.map_or("the PIN pad".to_string(), |o| o.to_string()),
+            state: state.to_string(),
+        },
+        S::Pin(p) => TokenError::Pin(p),
+        S::Call { action, cause } => TokenError::Pkcs11 {
+            action,
+            uri: uri.to_string(),
+            source: cause,
+        },
     }
 }
 
@@ -771,81 +726,6 @@ fn several_keys(
         token: token.to_string(),
         keys: found.iter().map(|(l, i)| object_attributes(l, i)).collect(),
         hint: hint.to_string(),
-    }
-}
-
-/// Logs the user in; returns the PIN (for later context-specific logins) and its origin.
-fn user_login(
-    ctx: &Pkcs11,
-    slot: Slot,
-    session: &Session,
-    token: &str,
-    uri: &Pkcs11Uri,
-    options: &Pkcs11Options,
-    uri_text: &str,
-) -> Result<(Option<Pin>, Option<PinOrigin>), TokenError> {
-    let info = ctx
-        .get_token_info(slot)
-        .map_err(|source| TokenError::Pkcs11 {
-            action: "reading the token's PIN state",
-            uri: uri_text.to_string(),
-            source,
-        })?;
-    match pin::retry_decision(retry_state(&info), options.allow_final_pin_try, token) {
-        RetryDecision::Refuse(RefuseReason::Locked) => {
-            return Err(TokenError::PinLocked {
-                token: token.to_string(),
-            })
-        }
-        RetryDecision::Refuse(RefuseReason::FinalTry) => {
-            return Err(TokenError::FinalTry {
-                token: token.to_string(),
-            })
-        }
-        RetryDecision::Warn(w) => eprintln!("warning: {w}"),
-        RetryDecision::Proceed => {}
-    }
-    let configured = pin::configured_pin(uri.pin_source.as_deref())?;
-    let (pin, origin) = match configured {
-        Some((p, o)) => (Some(p), Some(o)),
-        None if info.protected_authentication_path() => {
-            eprintln!("Enter the PIN for {token:?} on the reader's PIN pad.");
-            (None, None)
-        }
-        None => (
-            Some(pin::prompt_pin(
-                &format!("PIN for token {token:?} ({uri_text}): "),
-                token,
-            )?),
-            Some(PinOrigin::Terminal),
-        ),
-    };
-    let result = match &pin {
-        Some(p) => session.login_with_raw(UserType::User, &raw_pin(p)),
-        None => session.login(UserType::User, None),
-    };
-    match result {
-        // Another signer of this process is already logged in to the token.
-        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok((pin, origin)),
-        Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
-            let state = ctx
-                .get_token_info(slot)
-                .map(|i| retry_state(&i).describe())
-                .unwrap_or("unknown (cannot read the token's flags)");
-            Err(TokenError::PinIncorrect {
-                token: token.to_string(),
-                origin: origin.map_or("the PIN pad".to_string(), |o| o.to_string()),
-                state: state.to_string(),
-            })
-        }
-        Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(TokenError::PinLocked {
-            token: token.to_string(),
-        }),
-        Err(source) => Err(TokenError::Pkcs11 {
-            action: "C_Login",
-            uri: uri_text.to_string(),
-            source,
-        }),
     }
 }
 

@@ -61,12 +61,12 @@ pub const ALLOW_FINAL_TRY_ENV: &str = "SBKIT_PKCS11_ALLOW_FINAL_PIN_TRY";
 #[derive(Debug, thiserror::Error)]
 pub enum PivError {
     /// PC/SC failed.
-    #[error("PC/SC {call} failed: {source} (is pcscd running? `systemctl start pcscd`, or in a container pass the host's /run/pcscd socket)")]
+    #[error("PC/SC {call} failed: {cause} (is pcscd running? `systemctl start pcscd`, or in a container pass the host's /run/pcscd socket)")]
     Pcsc {
         /// The call.
         call: &'static str,
         /// The error.
-        source: pcsc::Error,
+        cause: pcsc::Error,
     },
     /// No reader matches.
     #[error("no PC/SC reader matches {wanted:?}; readers: {}", if .readers.is_empty() { "(none — is the YubiKey plugged in and pcscd running?)".to_string() } else { .readers.join(", ") })]
@@ -178,7 +178,10 @@ pub enum PivError {
 
 impl PivError {
     fn pcsc(call: &'static str) -> impl FnOnce(pcsc::Error) -> PivError {
-        move |source| PivError::Pcsc { call, source }
+        move |source| PivError::Pcsc {
+            call,
+            cause: source,
+        }
     }
 }
 
