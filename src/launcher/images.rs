@@ -13,7 +13,7 @@ use bollard::Docker;
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use super::engine::EngineError;
+use crate::engine::EngineError;
 
 /// The offline base `scripts/base-image.sh` makes; used for `BASE` when present.
 pub const OFFLINE_BASE: &str = "sbkit-base:bookworm";

@@ -5,7 +5,6 @@
 //! device, exit codes kept.
 
 pub mod doctor;
-pub mod engine;
 pub mod images;
 pub mod paths;
 pub mod run;
@@ -14,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use bollard::Docker;
 
-use engine::EngineError;
+use crate::engine::EngineError;
 use paths::translate;
 use run::{RunSpec, TokenAccess};
 

@@ -17,8 +17,8 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 
-use super::engine::EngineError;
 use super::paths::{container_path, Mount, StagedOutputs};
+use crate::engine::EngineError;
 
 /// The host's pcscd socket.
 pub const PCSCD_SOCKET: &str = "/run/pcscd/pcscd.comm";
@@ -246,7 +246,8 @@ struct Stage {
 impl Stage {
     fn make(outputs: &StagedOutputs) -> Result<Stage, EngineError> {
         use std::os::unix::fs::MetadataExt;
-        let fail = |source| EngineError::CreateDir {
+        let fail = |source| EngineError::Host {
+            what: "make a directory for the tool's output files in",
             path: outputs.parent.display().to_string(),
             source,
         };
@@ -298,7 +299,8 @@ impl Stage {
                 continue;
             }
             let to = self.outputs.parent.join(name);
-            std::fs::rename(&from, &to).map_err(|source| EngineError::CreateDir {
+            std::fs::rename(&from, &to).map_err(|source| EngineError::Host {
+                what: "move the tool's output into place at",
                 path: to.display().to_string(),
                 source,
             })?;
@@ -316,7 +318,8 @@ pub async fn run(docker: &Docker, spec: &RunSpec) -> Result<i64, EngineError> {
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|source| EngineError::CreateDir {
+            .map_err(|source| EngineError::Host {
+                what: "create the output directory",
                 path: dir.display().to_string(),
                 source,
             })?;

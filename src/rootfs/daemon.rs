@@ -15,18 +15,11 @@ use futures_util::StreamExt;
 
 use super::error::ImageError;
 
-/// Connects to the engine (`DOCKER_HOST`, else the default socket), with the
-/// API version negotiated down to what the engine speaks.
+/// The engine, through the crate's one client (`crate::engine`).
 async fn connect() -> Result<bollard::Docker, ImageError> {
-    let docker = bollard::Docker::connect_with_defaults().map_err(|e| {
-        ImageError::Daemon(format!(
-            "cannot connect ({e}); is the Docker engine running and DOCKER_HOST right?"
-        ))
-    })?;
-    docker
-        .negotiate_version()
+    crate::engine::connect()
         .await
-        .map_err(|e| ImageError::Daemon(format!("cannot reach the engine: {e}")))
+        .map_err(|e| ImageError::Daemon(e.to_string()))
 }
 
 /// Saves `image` from the engine into `out`; returns the image id.

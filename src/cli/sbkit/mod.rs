@@ -49,7 +49,7 @@ fn images_build(
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let docker = crate::launcher::engine::connect().await?;
+        let docker = crate::engine::connect().await?;
         match base {
             Some(b) => {
                 overrides.insert("BASE".to_string(), b);
@@ -62,6 +62,12 @@ fn images_build(
             None => {}
         }
         let resolved = images::resolve(&bake, &targets, &overrides)?;
+        // The containerfiles install man pages and completions from here.
+        let share = bake
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("target/release/share");
+        crate::cli::docs::generate(&share)?;
         if images::have_buildx() && !no_buildx {
             let mut cmd = std::process::Command::new("docker");
             cmd.args(["buildx", "bake", "-f"]).arg(&bake).args(&targets);
@@ -126,7 +132,7 @@ fn run_test_boot_container(all_args: Vec<String>) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let docker = crate::launcher::engine::connect().await?;
+        let docker = crate::engine::connect().await?;
         spec.image = crate::launcher::image_for("sbkit-qemu");
         let mut cmd = vec![
             "/usr/local/bin/sbkit".to_string(),
@@ -152,7 +158,7 @@ fn run_container(tool: &str, mut args: Vec<String>, token: bool) -> anyhow::Resu
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async move {
-        let docker = crate::launcher::engine::connect().await?;
+        let docker = crate::engine::connect().await?;
         let scratch = tempfile::Builder::new().prefix("sbkit-launch-").tempdir()?;
         if tool == "build-uki" && first.subcommand.is_empty() {
             let source = first

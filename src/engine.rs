@@ -1,9 +1,12 @@
-//! Reaching the Docker engine: `DOCKER_HOST` or the default socket, with the
-//! API version negotiated (the engine may be older than bollard's default).
+//! The one Docker engine client: used by the launcher (tool containers,
+//! image builds, `doctor`) and by the `docker-daemon:` image source. It
+//! connects (`DOCKER_HOST` or the default socket), negotiates the API version
+//! (the engine may be older than bollard's default), checks the engine
+//! answers, and maps failures to messages that say what to do.
 
 use bollard::Docker;
 
-/// The engine is unreachable.
+/// What went wrong talking to the engine.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// No connection.
@@ -14,13 +17,25 @@ pub enum EngineError {
         /// What failed.
         message: String,
     },
-    /// An output directory could not be made on the host.
-    #[error("cannot create the output directory {path}: {source}")]
-    CreateDir {
-        /// The directory.
+    /// A file operation on the host around a run.
+    #[error("cannot {what} {path}: {source}")]
+    Host {
+        /// What was being done (`create the output directory`).
+        what: &'static str,
+        /// The path.
         path: String,
         /// Why.
         source: std::io::Error,
+    },
+    /// An image is not in the engine.
+    #[error(
+        "no image {image:?} in the local engine ({message}); `docker images` lists what it has"
+    )]
+    NoImage {
+        /// The image.
+        image: String,
+        /// The engine's answer.
+        message: String,
     },
     /// An API call failed.
     #[error("Docker engine: {0}")]
