@@ -469,7 +469,7 @@ struct Planner<'a> {
     cwd: &'a Path,
     home: Option<&'a Path>,
     out: Translated,
-    /// Output files: (host path, argument).
+    /// Output files named on the command line (host paths), settled by `finish`.
     staged_files: Vec<PathBuf>,
 }
 
