@@ -404,3 +404,57 @@ async fn run_created(docker: &Docker, id: &str, tty: bool) -> Result<i64, Engine
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sysfs device directory: `busnum`/`devnum`, and one interface of `class`.
+    fn device(sysfs: &Path, name: &str, bus: u32, num: u32, class: &str) {
+        let dev = sysfs.join(name);
+        std::fs::create_dir_all(&dev).unwrap();
+        std::fs::write(dev.join("busnum"), format!("{bus}\n")).unwrap();
+        std::fs::write(dev.join("devnum"), format!("{num}\n")).unwrap();
+        let intf = sysfs.join(format!("{name}:1.0"));
+        std::fs::create_dir_all(&intf).unwrap();
+        std::fs::write(intf.join("bInterfaceClass"), format!("{class}\n")).unwrap();
+    }
+
+    #[test]
+    fn only_smart_card_devices_are_passed_through() {
+        let d = tempfile::tempdir().unwrap();
+        device(d.path(), "1-1", 1, 4, "0b"); // a YubiKey's CCID interface
+        device(d.path(), "1-2", 1, 5, "03"); // a keyboard
+        device(d.path(), "2-1", 2, 17, "08"); // a USB stick
+        assert_eq!(
+            smart_card_devices(d.path()),
+            [PathBuf::from("/dev/bus/usb/001/004")]
+        );
+        assert!(smart_card_devices(&d.path().join("none")).is_empty());
+    }
+
+    #[test]
+    fn the_create_body_has_no_network_and_no_usb_rule() {
+        let spec = RunSpec {
+            image: "i".into(),
+            args: vec![],
+            entrypoint: None,
+            mounts: vec![],
+            user: None,
+            tty: false,
+            token: TokenAccess::Usb(vec![PathBuf::from("/dev/bus/usb/001/004")]),
+            workdir: None,
+            env: vec![],
+            create_dirs: vec![],
+            cap_add: vec![],
+            staged: vec![],
+            network: false,
+            tool: "genkey".into(),
+        };
+        let body = create_body(&spec, &[]);
+        let host = body.host_config.unwrap();
+        assert_eq!(host.network_mode.as_deref(), Some("none"));
+        assert_eq!(host.devices.unwrap().len(), 1);
+        assert!(host.device_cgroup_rules.is_none());
+    }
+}
