@@ -64,3 +64,40 @@ pub async fn connect() -> Result<Docker, EngineError> {
         .map_err(|e| unreachable(e.to_string()))?;
     Ok(docker)
 }
+
+/// An image of the engine: its id and size in bytes; [`EngineError::NoImage`] when absent.
+pub async fn find_image(docker: &Docker, image: &str) -> Result<(String, u64), EngineError> {
+    let info = docker
+        .inspect_image(image)
+        .await
+        .map_err(|e| EngineError::NoImage {
+            image: image.to_string(),
+            message: e.to_string(),
+        })?;
+    let size = info.size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0);
+    Ok((info.id.unwrap_or_default(), size))
+}
+
+/// Streams the engine's `docker save` archive of `image` (best given by id,
+/// so that a tag moved meanwhile cannot switch images) into `out`;
+/// `on_chunk` sees each chunk's length (for progress).
+pub async fn export_image(
+    docker: &Docker,
+    image: &str,
+    out: &mut dyn std::io::Write,
+    on_chunk: &mut dyn FnMut(u64),
+) -> Result<(), EngineError> {
+    use futures_util::StreamExt;
+    let write_failed = |source| EngineError::Host {
+        what: "write the exported image",
+        path: image.to_string(),
+        source,
+    };
+    let mut stream = docker.export_image(image);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        out.write_all(&chunk).map_err(write_failed)?;
+        on_chunk(chunk.len() as u64);
+    }
+    out.flush().map_err(write_failed)
+}

@@ -120,8 +120,6 @@ pub async fn export_local_image(
     source: &str,
     dir: &Path,
 ) -> Result<Option<String>, LaunchError> {
-    use futures_util::StreamExt;
-    use tokio::io::AsyncWriteExt;
     // The container has no engine socket: a docker-daemon: image is exported too.
     let (image, explicit) = match source.strip_prefix("docker-daemon:") {
         Some(image) => (image, true),
@@ -141,31 +139,17 @@ pub async fn export_local_image(
         return Ok(None);
     }
     let source = image;
-    match docker.inspect_image(source).await {
-        Ok(_) => {
+    match crate::engine::find_image(docker, source).await {
+        Ok((id, _)) => {
             let target = dir.join("image.tar");
-            let mut f =
-                tokio::fs::File::create(&target)
-                    .await
-                    .map_err(|e| LaunchError::Export {
-                        image: source.into(),
-                        message: e.to_string(),
-                    })?;
-            let mut stream = docker.export_image(source);
-            while let Some(chunk) = stream.next().await {
-                let bytes = chunk.map_err(|e| LaunchError::Export {
-                    image: source.into(),
-                    message: e.to_string(),
-                })?;
-                f.write_all(&bytes).await.map_err(|e| LaunchError::Export {
-                    image: source.into(),
-                    message: e.to_string(),
-                })?;
-            }
-            f.flush().await.map_err(|e| LaunchError::Export {
+            let export = |message: String| LaunchError::Export {
                 image: source.into(),
-                message: e.to_string(),
-            })?;
+                message,
+            };
+            let mut f = std::fs::File::create(&target).map_err(|e| export(e.to_string()))?;
+            crate::engine::export_image(docker, &id, &mut f, &mut |_| {})
+                .await
+                .map_err(|e| export(e.to_string()))?;
             Ok(Some(format!("docker-archive:{}", target.display())))
         }
         Err(_) => {

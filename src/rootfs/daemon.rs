@@ -9,10 +9,6 @@
 //! and then read in place like a `docker-archive:`. That is one sequential
 //! copy of the image's uncompressed layers in `$TMPDIR`; nothing is unpacked.
 
-use std::io::Write;
-
-use futures_util::StreamExt;
-
 use super::error::ImageError;
 
 /// The engine, through the crate's one client (`crate::engine`).
@@ -34,13 +30,9 @@ pub fn save(
         .map_err(|e| ImageError::Daemon(format!("cannot start the async runtime: {e}")))?;
     rt.block_on(async {
         let docker = connect().await?;
-        let info = docker.inspect_image(image).await.map_err(|e| {
-            ImageError::Daemon(format!(
-                "no image {image:?} in the local engine ({e}); `docker images` lists what it has"
-            ))
-        })?;
-        let id = info.id.unwrap_or_default();
-        let size = info.size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0);
+        let (id, size) = crate::engine::find_image(&docker, image)
+            .await
+            .map_err(|e| ImageError::Daemon(e.to_string()))?;
         let bar = progress.add(indicatif::ProgressBar::new(size));
         bar.set_style(
             indicatif::ProgressStyle::with_template(
@@ -50,18 +42,14 @@ pub fn save(
         );
         bar.set_message(image.to_string());
         // By id: a tag moved by someone else meanwhile cannot switch images.
-        let mut stream = docker.export_image(&id);
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| ImageError::Daemon(format!("exporting {image}: {e}")))?;
-            out.write_all(&chunk).map_err(|e| {
-                ImageError::Daemon(format!(
-                    "spooling {image} to the temporary directory: {e}; free space in $TMPDIR"
-                ))
+        crate::engine::export_image(&docker, &id, out, &mut |n| bar.inc(n))
+            .await
+            .map_err(|e| match e {
+                crate::engine::EngineError::Host { source, .. } => ImageError::Daemon(format!(
+                    "spooling {image} to the temporary directory: {source}; free space in $TMPDIR"
+                )),
+                other => ImageError::Daemon(format!("exporting {image}: {other}")),
             })?;
-            bar.inc(chunk.len() as u64);
-        }
-        out.flush()
-            .map_err(|e| ImageError::Daemon(format!("spooling {image}: {e}")))?;
         bar.finish_and_clear();
         Ok(id)
     })
