@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the sbkit images described in docker-bake.json with the Docker engine's
+# Builds the sbkit images described in docker-bake.hcl with the Docker engine's
 # classic builder, for engines without buildx (`docker buildx bake` reads the same file).
 #
 #   cargo build --release --locked
@@ -8,9 +8,12 @@
 #   bash scripts/build-images.sh genkey   # some targets or groups
 #   bash scripts/build-images.sh --print  # the resolved targets as JSON, nothing built
 #
-# docker-bake.json is the single source of truth: targets (context, dockerfile, args,
+# docker-bake.hcl is the single source of truth: targets (context, dockerfile, args,
 # tags, labels), groups and variables. Variables work as in bake: an environment variable
-# of the same name overrides the default, and "${NAME}" in strings is replaced.
+# of the same name overrides the default, and "${NAME}" in strings is replaced. The file
+# is read by `sbkit images build --print` (the hcl crate), so this script needs the
+# sbkit binary; it also writes the man pages and completions the images install
+# (`sbkit generate` into target/release/share, or $SBKIT_BIN_DIR/share).
 # - BASE: when not set, sbkit-base:bookworm (scripts/base-image.sh) if the engine has it,
 #   else the file's default, debian:bookworm-slim.
 # - TAG: the image tag (default latest).
@@ -25,12 +28,14 @@
 #                        from this directory instead (the tests use their own build)
 #   SBKIT_BUILD_NETWORK  network of RUN steps (default none; "default" to let a
 #                        debian:bookworm-slim base install its packages)
-#   SBKIT_BAKE_FILE      the bake file (default docker-bake.json)
+#   SBKIT_BAKE_FILE      the bake file (default docker-bake.hcl)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(dirname "$here")
 cd "$top"
-bake=${SBKIT_BAKE_FILE:-docker-bake.json}
+bake=${SBKIT_BAKE_FILE:-docker-bake.hcl}
+bins=${SBKIT_BIN_DIR:-target/release}
+sbkit=$bins/sbkit
 network=${SBKIT_BUILD_NETWORK:-none}
 offline_base=${SBKIT_BASE_IMAGE:-sbkit-base:bookworm}
 
@@ -61,34 +66,12 @@ if [ -z "${VERSION+set}" ]; then
   [ -z "$VERSION" ] || export VERSION
 fi
 
+[ -x "$sbkit" ] || die "$sbkit is missing: run cargo build --release --locked first"
+
 # The requested targets, variables substituted, as one JSON object per line.
 resolve() {
-  jq -c --argjson names "$(printf '%s\n' "${names[@]}" | jq -R . | jq -s .)" '
-    def vars: (.variable // {}) | with_entries(.value = ($ENV[.key] // .value.default // ""));
-    def interp($v):
-      if type == "string" then reduce ($v | to_entries[]) as $e (.; gsub("\\$\\{" + $e.key + "\\}"; $e.value))
-      elif type == "array" then map(interp($v))
-      elif type == "object" then map_values(interp($v))
-      else . end;
-    def expand($f; $ns):
-      [ $ns[] as $n
-        | if ($f.target[$n] // null) != null then $n
-          elif ($f.group[$n] // null) != null then expand($f; $f.group[$n].targets)[]
-          else error("no target or group \"\($n)\" in the bake file") end ];
-    . as $f
-    | vars as $v
-    | expand($f; $names)
-    | reduce .[] as $n ([]; if any(.[]; . == $n) then . else . + [$n] end)
-    | .[]
-    | . as $n
-    | $f.target[$n]
-    | (keys - ["context", "dockerfile", "args", "tags", "labels"]) as $unknown
-    | if ($unknown | length) > 0 then error("target \($n): attributes this script does not know: \($unknown | join(", "))") else . end
-    | interp($v)
-    | {name: $n, context: (.context // "."), dockerfile: (.dockerfile // "Dockerfile"),
-       args: (.args // {}), tags: (.tags // []), labels: (.labels // {})}
-    | if (tostring | test("\\$\\{")) then error("target \($n): unknown variable in \(tostring)") else . end
-  ' "$bake"
+  "$sbkit" images build --print --bake "$bake" "${names[@]}" |
+    jq -c '.target | to_entries[] | {name: .key} + .value'
 }
 targets=$(resolve) || die "cannot read $bake"
 
@@ -96,6 +79,9 @@ if [ "$print" = 1 ]; then
   printf '%s\n' "$targets" | jq -s 'map({key: .name, value: del(.name)}) | from_entries | {target: .}'
   exit 0
 fi
+
+# Man pages and completions, from the same grammar the binaries parse with.
+"$sbkit" generate "$bins/share" >/dev/null 2>&1 || die "$sbkit generate $bins/share failed"
 
 # Sources of the COPY/ADD lines of a dockerfile that read the build context (not --from).
 copy_sources() {
@@ -117,7 +103,7 @@ copy_sources() {
 }
 
 command -v docker >/dev/null || die "docker is not installed"
-say "base image: ${BASE:-$(jq -r '.variable.BASE.default' "$bake")}; RUN network: $network"
+say "base image: $(jq -r '.args.BASE // "?"' <<<"$(head -n1 <<<"$targets")"); RUN network: $network"
 export DOCKER_BUILDKIT=0
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT

@@ -7,7 +7,8 @@
 //! - [`keys`]: key generation, the [`keys::Signer`] abstraction, X.509 profiles, PKCS#7.
 //! - [`store`]: key directories on disk: layout, manifest, atomic writes, firmware exports.
 //! - [`genkey`]: the `genkey` command.
-//! - [`cli`]: what the binaries share (timestamps, progress, error output).
+//! - [`cli`]: each binary's grammar (path arguments marked by type) and run, man pages and completions.
+//! - [`engine`]: the one Docker engine client (launcher and `docker-daemon:` images).
 //! - [`secret`]: secrets in locked, wiped memory; passphrase/PIN sources (prompt, file, env).
 //! - [`backup`]: encrypted key backups (age, `openssl enc -aes-256-cbc -pbkdf2`).
 //! - [`provision`]: token-held signing keys: generate in memory, back up, load onto PKCS#11 tokens and YubiKey PIV cards, verify, audit.
@@ -18,6 +19,7 @@ pub mod backup;
 pub mod build_uki;
 pub mod cli;
 pub mod efi;
+pub mod engine;
 pub mod enroll;
 pub mod genkey;
 pub mod initrd;

@@ -1,4 +1,4 @@
-//! The container images (containerfiles/, docker-bake.json) against the real Docker
+//! The container images (containerfiles/, docker-bake.hcl) against the real Docker
 //! engine: every bake target builds with no network from the debootstrap base, the
 //! images are small, and each tool does its job in its image as a non-root user — keys
 //! from genkey, an ISO from build-uki with the image's own systemd stub and systemd-boot,
@@ -240,6 +240,11 @@ fn bake_targets() -> Vec<(String, Vec<String>)> {
             .arg("--print")
             .current_dir(&root)
             .env("TAG", TAG)
+            // The script reads the bake file through this sbkit (`images build --print`).
+            .env(
+                "SBKIT_BIN_DIR",
+                Path::new(env!("CARGO_TARGET_TMPDIR")).join("image-bins"),
+            )
             .env_remove("SBKIT_BAKE_FILE"),
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--print gives JSON");
@@ -305,6 +310,89 @@ fn every_bake_target_builds_offline_small_with_its_entrypoint() {
         base["Config"]["Labels"]["org.sbkit.base.key"].is_string(),
         "sbkit-base:bookworm carries scripts/base-image.sh's key"
     );
+}
+
+/// Copies `path` out of `img` (without running it) into `dest`.
+fn copy_out(img: &str, path: &str, dest: &Path) {
+    let docker = require_tool("docker");
+    let id = String::from_utf8_lossy(
+        &run_ok(Command::new(&docker).args(["create", &image(img)])).stdout,
+    )
+    .trim()
+    .to_string();
+    let out = Command::new(&docker)
+        .args(["cp", &format!("{id}:{path}")])
+        .arg(dest)
+        .output()
+        .unwrap();
+    run_ok(Command::new(&docker).args(["rm", "-f", &id]));
+    assert!(
+        out.status.success(),
+        "{img} has no {path}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn every_image_carries_man_pages_and_completions_of_its_binaries() {
+    images();
+    let man = require_tool("man");
+    let bash = require_tool("bash");
+    let dir = work().join("docs");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    for (img, bin, sub_page) in [
+        ("genkey", "genkey", Some("genkey-token-create")),
+        ("build-uki", "build-uki", Some("build-uki-inspect")),
+        ("enroll", "enroll", Some("enroll-ovmf")),
+        ("sbkit-qemu", "enroll", None),
+        ("sbkit-qemu", "sbkit", Some("sbkit-test-boot")),
+    ] {
+        let d = dir.join(format!("{img}-{bin}"));
+        fs::create_dir_all(&d).unwrap();
+        let mut pages = vec![bin.to_string()];
+        pages.extend(sub_page.map(str::to_string));
+        for page in pages {
+            let file = d.join(format!("{page}.1"));
+            copy_out(img, &format!("/usr/share/man/man1/{page}.1"), &file);
+            let text = stdout(&run_ok(
+                Command::new(&man)
+                    .arg("-l")
+                    .arg(&file)
+                    .env("MANPAGER", "cat")
+                    .env("MANWIDTH", "100"),
+            ));
+            assert!(
+                text.contains("NAME") && text.contains(&page),
+                "{img}: man -l {page}.1 rendered:\n{text}"
+            );
+        }
+        let completion = d.join(format!("{bin}.bash"));
+        copy_out(
+            img,
+            &format!("/usr/share/bash-completion/completions/{bin}"),
+            &completion,
+        );
+        run_ok(Command::new(&bash).arg("-n").arg(&completion));
+        let zsh = d.join(format!("_{bin}"));
+        copy_out(
+            img,
+            &format!("/usr/share/zsh/vendor-completions/_{bin}"),
+            &zsh,
+        );
+        assert!(fs::read_to_string(&zsh)
+            .unwrap()
+            .starts_with(&format!("#compdef {bin}")));
+        let fish = d.join(format!("{bin}.fish"));
+        copy_out(
+            img,
+            &format!("/usr/share/fish/vendor_completions.d/{bin}.fish"),
+            &fish,
+        );
+        assert!(fs::read_to_string(&fish)
+            .unwrap()
+            .contains(&format!("complete -c {bin}")));
+    }
 }
 
 /// Keys made by the genkey image as the containers' user (shared by the later tests).

@@ -43,7 +43,7 @@ pub const IMAGES: [&str; 4] = ["genkey", "build-uki", "enroll", "sbkit-qemu"];
 /// Runs every check.
 pub async fn run() -> Vec<Check> {
     let mut out = Vec::new();
-    match super::engine::connect().await {
+    match crate::engine::connect().await {
         Ok(docker) => {
             let version = docker.version().await.ok();
             out.push(check(
@@ -51,7 +51,7 @@ pub async fn run() -> Vec<Check> {
                 true,
                 format!(
                     "{} (engine {}, API {}, using API {})",
-                    super::engine::endpoint(),
+                    crate::engine::endpoint(),
                     version
                         .as_ref()
                         .and_then(|v| v.version.clone())

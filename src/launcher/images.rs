@@ -1,5 +1,6 @@
-//! `sbkit images build`: the images described by `docker-bake.json` (the one
-//! source of truth that `docker buildx bake` also reads), built through
+//! `sbkit images build`: the images described by `docker-bake.hcl` (the one
+//! source of truth that `docker buildx bake` also reads, here read with the
+//! `hcl` crate: variables, groups, targets, `${VAR}` templates), built through
 //! `docker buildx bake` when buildx is present, else through the engine's
 //! build API with a context holding only the dockerfile and what its
 //! COPY/ADD lines name.
@@ -12,7 +13,7 @@ use bollard::Docker;
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use super::engine::EngineError;
+use crate::engine::EngineError;
 
 /// The offline base `scripts/base-image.sh` makes; used for `BASE` when present.
 pub const OFFLINE_BASE: &str = "sbkit-base:bookworm";
@@ -59,16 +60,9 @@ pub enum ImagesError {
 #[derive(Debug, Deserialize)]
 struct BakeFile {
     #[serde(default)]
-    variable: BTreeMap<String, BakeVariable>,
-    #[serde(default)]
     group: BTreeMap<String, BakeGroup>,
     #[serde(default)]
     target: BTreeMap<String, BakeTarget>,
-}
-
-#[derive(Debug, Deserialize)]
-struct BakeVariable {
-    default: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,10 +99,37 @@ pub struct Target {
     pub labels: BTreeMap<String, String>,
 }
 
-fn interpolate(s: &str, vars: &BTreeMap<String, String>) -> String {
-    vars.iter().fold(s.to_string(), |acc, (k, v)| {
-        acc.replace(&format!("${{{k}}}"), v)
-    })
+/// The variables of a bake file: each `variable` block's default, replaced
+/// by the environment variable of the same name (as bake does), then by `overrides`.
+fn variables(
+    body: &hcl::Body,
+    overrides: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, String> {
+    use hcl::eval::Evaluate;
+    let mut vars = BTreeMap::new();
+    for block in body.blocks().filter(|b| b.identifier() == "variable") {
+        let name = block
+            .labels()
+            .first()
+            .map(|l| l.as_str().to_string())
+            .ok_or("a variable block without a name")?;
+        let default = match block.body().attributes().find(|a| a.key() == "default") {
+            Some(attr) => match attr
+                .expr()
+                .evaluate(&hcl::eval::Context::new())
+                .map_err(|e| format!("variable {name}: {e}"))?
+            {
+                hcl::Value::String(s) => s,
+                hcl::Value::Null => String::new(),
+                other => other.to_string(),
+            },
+            None => String::new(),
+        };
+        let value = std::env::var(&name).unwrap_or(default);
+        vars.insert(name, value);
+    }
+    vars.extend(overrides.clone());
+    Ok(vars)
 }
 
 /// Reads the bake file and resolves `names` (targets or groups; empty: `default`).
@@ -123,22 +144,14 @@ pub fn resolve(
         message,
     };
     let text = std::fs::read_to_string(bake).map_err(|e| err(e.to_string()))?;
-    let file: BakeFile =
-        serde_json::from_str(&text).map_err(|e| err(format!("not a bake JSON file: {e}")))?;
-    let mut vars: BTreeMap<String, String> = file
-        .variable
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                std::env::var(k)
-                    .ok()
-                    .or_else(|| v.default.clone())
-                    .unwrap_or_default(),
-            )
-        })
-        .collect();
-    vars.extend(overrides.clone());
+    let body: hcl::Body =
+        hcl::parse(&text).map_err(|e| err(format!("not a bake HCL file: {e}")))?;
+    let vars = variables(&body, overrides).map_err(err)?;
+    let mut ctx = hcl::eval::Context::new();
+    for (k, v) in &vars {
+        ctx.declare_var(k.as_str(), v.as_str());
+    }
+    let file: BakeFile = hcl::eval::from_str(&text, &ctx).map_err(|e| err(e.to_string()))?;
     let mut wanted = if names.is_empty() {
         vec!["default".to_string()]
     } else {
@@ -161,22 +174,35 @@ pub fn resolve(
         let base = bake.parent().unwrap_or(Path::new("."));
         out.push(Target {
             name: n.clone(),
-            context: base.join(interpolate(t.context.as_deref().unwrap_or("."), &vars)),
-            dockerfile: interpolate(t.dockerfile.as_deref().unwrap_or("Dockerfile"), &vars),
-            args: t
-                .args
-                .iter()
-                .map(|(k, v)| (k.clone(), interpolate(v, &vars)))
-                .collect(),
-            tags: t.tags.iter().map(|v| interpolate(v, &vars)).collect(),
-            labels: t
-                .labels
-                .iter()
-                .map(|(k, v)| (k.clone(), interpolate(v, &vars)))
-                .collect(),
+            context: base.join(t.context.as_deref().unwrap_or(".")),
+            dockerfile: t.dockerfile.clone().unwrap_or_else(|| "Dockerfile".into()),
+            args: t.args.clone(),
+            tags: t.tags.clone(),
+            labels: t.labels.clone(),
         });
     }
     Ok(out)
+}
+
+/// Resolved targets in the form `docker buildx bake --print` shows them:
+/// `{"target": {NAME: {context, dockerfile, args, tags, labels}}}`.
+pub fn print_form(targets: &[Target]) -> serde_json::Value {
+    let map: serde_json::Map<String, serde_json::Value> = targets
+        .iter()
+        .map(|t| {
+            (
+                t.name.clone(),
+                serde_json::json!({
+                    "context": t.context,
+                    "dockerfile": t.dockerfile,
+                    "args": t.args,
+                    "tags": t.tags,
+                    "labels": t.labels,
+                }),
+            )
+        })
+        .collect();
+    serde_json::json!({ "target": map })
 }
 
 /// The context paths a dockerfile's COPY/ADD lines read (not `--from=` stages).
@@ -346,18 +372,58 @@ mod tests {
     #[test]
     fn resolves_groups_and_variables() {
         let dir = tempfile::tempdir().unwrap();
-        let bake = dir.path().join("docker-bake.json");
+        let bake = dir.path().join("docker-bake.hcl");
         std::fs::write(
             &bake,
-            r#"{"variable":{"TAG":{"default":"latest"}},"group":{"default":{"targets":["a"]}},
-               "target":{"a":{"dockerfile":"containerfiles/a","args":{"BASE":"b:${TAG}"},"tags":["a:${TAG}"]}}}"#,
+            r#"
+variable "TAG" {
+  default = "latest"
+}
+variable "SBKIT_TEST_UNSET_VARIABLE" {
+  default = "d"
+}
+group "default" {
+  targets = ["a"]
+}
+target "a" {
+  dockerfile = "containerfiles/a"
+  args = { BASE = "b:${TAG}", OTHER = "${SBKIT_TEST_UNSET_VARIABLE}" }
+  tags = ["a:${TAG}"]
+  labels = { "org.opencontainers.image.title" = "a" }
+}
+target "b" {
+  context = "sub"
+}
+"#,
         )
         .unwrap();
         let mut o = BTreeMap::new();
         o.insert("TAG".to_string(), "t1".to_string());
         let t = resolve(&bake, &[], &o).unwrap();
+        assert_eq!(t.len(), 1);
         assert_eq!(t[0].tags, ["a:t1"]);
         assert_eq!(t[0].args["BASE"], "b:t1");
+        assert_eq!(t[0].args["OTHER"], "d");
+        assert_eq!(t[0].labels["org.opencontainers.image.title"], "a");
+        let b = resolve(&bake, &["b".into()], &o).unwrap();
+        assert_eq!(b[0].context, dir.path().join("sub"));
+        assert_eq!(b[0].dockerfile, "Dockerfile");
         assert!(resolve(&bake, &["nope".into()], &o).is_err());
+        let printed = print_form(&t);
+        assert_eq!(printed["target"]["a"]["tags"][0], "a:t1");
+    }
+
+    #[test]
+    fn the_repository_bake_file_has_the_four_images() {
+        let bake = Path::new(env!("CARGO_MANIFEST_DIR")).join("docker-bake.hcl");
+        let mut o = BTreeMap::new();
+        o.insert("TAG".to_string(), "x".to_string());
+        let t = resolve(&bake, &[], &o).unwrap();
+        let names: Vec<&str> = t.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["genkey", "build-uki", "enroll", "sbkit-qemu"]);
+        for t in &t {
+            assert_eq!(t.tags, [format!("{}:x", t.name)]);
+            assert!(t.context.join(&t.dockerfile).is_file(), "{}", t.dockerfile);
+        }
     }
 }

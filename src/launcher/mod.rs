@@ -1,9 +1,10 @@
 //! The host launcher: the suite's tools run as OCI containers through the
-//! Docker Engine API (bollard) — host paths mounted and translated, the
-//! caller's user, a TTY for PIN prompts, token passthrough, exit codes kept.
+//! Docker Engine API (bollard) — arguments parsed with the tools' own
+//! grammar, only the paths they name mounted, no network unless an image is
+//! pulled, the caller's user, a TTY for PIN prompts, only the token's own
+//! device, exit codes kept.
 
 pub mod doctor;
-pub mod engine;
 pub mod images;
 pub mod paths;
 pub mod run;
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use bollard::Docker;
 
-use engine::EngineError;
+use crate::engine::EngineError;
 use paths::translate;
 use run::{RunSpec, TokenAccess};
 
@@ -32,12 +33,6 @@ pub fn caller_user() -> String {
     format!("{}:{}", nix::unistd::getuid(), nix::unistd::getgid())
 }
 
-/// Whether the arguments need a token: a `pkcs11:` URI anywhere, or genkey's token commands.
-pub fn wants_token(tool: &str, args: &[String]) -> bool {
-    args.iter().any(|a| a.contains("pkcs11:"))
-        || (tool == "genkey" && args.iter().any(|a| a == "token" || a == "--token"))
-}
-
 /// Environment passed into tool containers (never secrets given on the host's command line).
 const PASSED_ENV: [&str; 3] = [
     "SOURCE_DATE_EPOCH",
@@ -45,44 +40,55 @@ const PASSED_ENV: [&str; 3] = [
     "SBKIT_QEMU_ACCEL",
 ];
 
-/// The container spec for `tool ARGS` run from `cwd`.
-pub fn plan(tool: &str, args: &[String], cwd: &Path, token: bool, tty: bool) -> RunSpec {
-    let t = translate(tool, args, cwd);
-    let create_dirs = t.create_dirs;
-    let mut mounts = t.mounts;
-    // The working directory is mounted too, so relative paths the tool prints make sense.
-    if !mounts.iter().any(|m| m.host == cwd) {
-        mounts.push(paths::Mount {
-            host: cwd.to_path_buf(),
-            container: paths::container_path(cwd),
-            read_only: true,
-        });
-    }
-    RunSpec {
+/// The caller's home directory, which is never mounted as a whole.
+pub fn home_dir() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| paths::absolute(Path::new(&h), Path::new("/")))
+}
+
+/// The container spec for `tool ARGS` run from `cwd`: the arguments parsed
+/// with the tool's own grammar, only what they name mounted, no network
+/// unless a registry image is read, the token only when one is asked for.
+pub fn plan(
+    tool: &str,
+    args: &[String],
+    cwd: &Path,
+    token: bool,
+    tty: bool,
+) -> Result<RunSpec, LaunchError> {
+    let t = translate(tool, args, cwd, home_dir().as_deref())?;
+    let token = if token || t.wants_token(tool) {
+        TokenAccess::detect()
+    } else {
+        TokenAccess::None
+    };
+    Ok(RunSpec {
         image: image_for(tool),
+        network: t.wants_network(tool),
         args: t.args,
         entrypoint: None,
-        mounts,
+        mounts: t.mounts,
+        staged: t.staged,
         user: Some(caller_user()),
         tty,
-        token: if token || wants_token(tool, args) {
-            TokenAccess::detect()
-        } else {
-            TokenAccess::None
-        },
+        token,
+        // Not mounted: relative paths the tool resolves itself (defaults such
+        // as genkey's `keys`) land in the mounts made for them below it.
         workdir: Some(paths::container_path(cwd)),
         env: PASSED_ENV
             .iter()
             .filter_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v}")))
             .collect(),
-        create_dirs,
+        create_dirs: t.create_dirs,
         // genkey generates keys in memory: with IPC_LOCK it can mlockall them.
         cap_add: if tool == "genkey" {
             vec!["IPC_LOCK".into()]
         } else {
             Vec::new()
         },
-    }
+        tool: tool.to_string(),
+    })
 }
 
 /// A source that names an image only the local engine has.
@@ -91,6 +97,9 @@ pub enum LaunchError {
     /// The engine.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The arguments (a parse error is clap's own message).
+    #[error(transparent)]
+    Translate(#[from] paths::TranslateError),
     /// An image that exists nowhere we can see.
     #[error("image {0:?} is not in the local engine and names no registry (like registry.example:5000/{0}); build or load it first (docker images lists what the engine has)")]
     NoSuchImage(String),
@@ -111,53 +120,43 @@ pub async fn export_local_image(
     source: &str,
     dir: &Path,
 ) -> Result<Option<String>, LaunchError> {
-    use futures_util::StreamExt;
-    use tokio::io::AsyncWriteExt;
+    // The container has no engine socket: a docker-daemon: image is exported too.
+    let (image, explicit) = match source.strip_prefix("docker-daemon:") {
+        Some(image) => (image, true),
+        None => (source, false),
+    };
     let has_prefix = [
         "dir:",
         "oci:",
         "oci-archive:",
         "docker-archive:",
         "tar:",
-        "docker-daemon:",
         "docker://",
     ]
     .iter()
     .any(|p| source.starts_with(p));
-    if has_prefix || Path::new(source).exists() {
+    if !explicit && (has_prefix || Path::new(source).exists()) {
         return Ok(None);
     }
-    match docker.inspect_image(source).await {
-        Ok(_) => {
+    let source = image;
+    match crate::engine::find_image(docker, source).await {
+        Ok((id, _)) => {
             let target = dir.join("image.tar");
-            let mut f =
-                tokio::fs::File::create(&target)
-                    .await
-                    .map_err(|e| LaunchError::Export {
-                        image: source.into(),
-                        message: e.to_string(),
-                    })?;
-            let mut stream = docker.export_image(source);
-            while let Some(chunk) = stream.next().await {
-                let bytes = chunk.map_err(|e| LaunchError::Export {
-                    image: source.into(),
-                    message: e.to_string(),
-                })?;
-                f.write_all(&bytes).await.map_err(|e| LaunchError::Export {
-                    image: source.into(),
-                    message: e.to_string(),
-                })?;
-            }
-            f.flush().await.map_err(|e| LaunchError::Export {
+            let export = |message: String| LaunchError::Export {
                 image: source.into(),
-                message: e.to_string(),
-            })?;
+                message,
+            };
+            let mut f = std::fs::File::create(&target).map_err(|e| export(e.to_string()))?;
+            crate::engine::export_image(docker, &id, &mut f, &mut |_| {})
+                .await
+                .map_err(|e| export(e.to_string()))?;
             Ok(Some(format!("docker-archive:{}", target.display())))
         }
         Err(_) => {
             // A reference with a registry host (a dot or port before the first slash) is pulled by build-uki.
             let first = source.split('/').next().unwrap_or("");
-            if source.contains('/')
+            if !explicit
+                && source.contains('/')
                 && (first.contains('.') || first.contains(':') || first == "localhost")
             {
                 Ok(None)

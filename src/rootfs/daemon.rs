@@ -9,25 +9,14 @@
 //! and then read in place like a `docker-archive:`. That is one sequential
 //! copy of the image's uncompressed layers in `$TMPDIR`; nothing is unpacked.
 
-use std::io::Write;
-
-use futures_util::StreamExt;
-
 use super::error::ImageError;
 use crate::progress::{Progress, Unit};
 
-/// Connects to the engine (`DOCKER_HOST`, else the default socket), with the
-/// API version negotiated down to what the engine speaks.
+/// The engine, through the crate's one client (`crate::engine`).
 async fn connect() -> Result<bollard::Docker, ImageError> {
-    let docker = bollard::Docker::connect_with_defaults().map_err(|e| {
-        ImageError::Daemon(format!(
-            "cannot connect ({e}); is the Docker engine running and DOCKER_HOST right?"
-        ))
-    })?;
-    docker
-        .negotiate_version()
+    crate::engine::connect()
         .await
-        .map_err(|e| ImageError::Daemon(format!("cannot reach the engine: {e}")))
+        .map_err(|e| ImageError::Daemon(e.to_string()))
 }
 
 /// Saves `image` from the engine into `out`; returns the image id.
@@ -42,13 +31,9 @@ pub fn save(
         .map_err(|e| ImageError::Daemon(format!("cannot start the async runtime: {e}")))?;
     rt.block_on(async {
         let docker = connect().await?;
-        let info = docker.inspect_image(image).await.map_err(|e| {
-            ImageError::Daemon(format!(
-                "no image {image:?} in the local engine ({e}); `docker images` lists what it has"
-            ))
-        })?;
-        let id = info.id.unwrap_or_default();
-        let size = info.size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0);
+        let (id, size) = crate::engine::find_image(&docker, image)
+            .await
+            .map_err(|e| ImageError::Daemon(e.to_string()))?;
         let bar = progress.start(
             "exporting from the engine",
             Unit::Bytes,
@@ -56,18 +41,14 @@ pub fn save(
         );
         bar.set_message(image);
         // By id: a tag moved by someone else meanwhile cannot switch images.
-        let mut stream = docker.export_image(&id);
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| ImageError::Daemon(format!("exporting {image}: {e}")))?;
-            out.write_all(&chunk).map_err(|e| {
-                ImageError::Daemon(format!(
-                    "spooling {image} to the temporary directory: {e}; free space in $TMPDIR"
-                ))
+        crate::engine::export_image(&docker, &id, out, &mut |n| bar.advance(n))
+            .await
+            .map_err(|e| match e {
+                crate::engine::EngineError::Host { source, .. } => ImageError::Daemon(format!(
+                    "spooling {image} to the temporary directory: {source}; free space in $TMPDIR"
+                )),
+                other => ImageError::Daemon(format!("exporting {image}: {other}")),
             })?;
-            bar.advance(chunk.len() as u64);
-        }
-        out.flush()
-            .map_err(|e| ImageError::Daemon(format!("spooling {image}: {e}")))?;
         bar.finish();
         Ok(id)
     })

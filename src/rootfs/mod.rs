@@ -32,7 +32,7 @@ pub mod store;
 use std::path::{Path, PathBuf};
 
 pub use error::ImageError;
-pub use options::{ImageArgs, ImageOptions, Limits, Platform};
+pub use options::{ImageOptions, Limits, Platform};
 
 /// An image source given on the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,0 +1,75 @@
+//! `sbkit test-boot`'s command line and its native run (QEMU on this host);
+//! the launcher runs the same arguments in the sbkit-qemu image.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::cli::path_arg::{InputDir, InputFile, OutputFile};
+use crate::testboot::{test_boot, TestBootOptions};
+
+/// Boot a UKI (.efi) or ISO in OVMF with Secure Boot enforced and our keys
+/// enrolled; exit 0 when it booted with Secure Boot on, 1 booted without,
+/// 2 refused, 3 timed out.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TestBootArgs {
+    /// The .iso or .efi to boot.
+    pub media: InputFile,
+    /// Key directory (from genkey) to enroll.
+    #[arg(short, long)]
+    pub keys: InputDir,
+    /// Start in setup mode (no keys), e.g. for systemd-boot's auto-enroll.
+    #[arg(long = "setup-mode")]
+    pub setup_mode: bool,
+    /// Attach a TPM 2.0 (swtpm).
+    #[arg(long)]
+    pub tpm: bool,
+    /// Seconds before giving up.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+    /// Text that must appear on the console before the boot counts.
+    #[arg(long)]
+    pub expect: Option<String>,
+    /// Stream the serial console to stderr.
+    #[arg(long)]
+    pub console: bool,
+    /// Keep the serial log here.
+    #[arg(long = "serial-log")]
+    pub serial_log: Option<OutputFile>,
+    /// The report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Boots on this host and prints the verdict; the exit code is the verdict's.
+pub fn run_native(args: TestBootArgs) -> anyhow::Result<ExitCode> {
+    let mut opts = TestBootOptions::new(args.media.into(), args.keys.into());
+    opts.setup_mode = args.setup_mode;
+    opts.tpm = args.tpm;
+    opts.timeout = Duration::from_secs(args.timeout);
+    opts.expect = args.expect;
+    opts.serial_log = args.serial_log.map(Into::into);
+    let console = args.console;
+    let spinner = crate::cli::spinner(console || args.json);
+    let report = test_boot(&opts, &mut |line, stage| {
+        if console {
+            eprintln!("{line}");
+        } else {
+            spinner.set_message(format!("booting: {stage}"));
+        }
+    });
+    spinner.finish_and_clear();
+    let report = report.context("test boot failed to run")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{}: {} ({:.0} s)",
+            report.media.display(),
+            report.result.verdict.describe(),
+            report.result.seconds
+        );
+    }
+    Ok(ExitCode::from(report.result.verdict.exit_code()))
+}
