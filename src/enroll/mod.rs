@@ -17,4 +17,5 @@ pub mod esp;
 pub mod keyset;
 pub mod optionrom;
 pub mod ovmf;
+pub mod pcr7;
 pub mod status;

@@ -90,6 +90,41 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Predict PCR 7 (the Secure Boot policy the TPM measures) for the next boot,
+    /// and whether a planned change of the variables moves it.
+    Pcr7 {
+        /// Read an OVMF variable store file instead of the running machine.
+        #[arg(long, conflicts_with = "keys")]
+        vars: Option<InputFile>,
+        /// Predict for a key directory's lists as enroll would put them in firmware.
+        #[arg(short, long)]
+        keys: Option<InputDir>,
+        /// efivarfs directory of the running machine (when neither --vars nor --keys).
+        #[arg(long, default_value = DEFAULT_EFIVARFS)]
+        efivarfs: InputDir,
+        /// An image the firmware loads, in load order (repeatable): systemd-boot, the UKI.
+        #[arg(long = "image")]
+        images: Vec<InputFile>,
+        /// Planned: the variables of this key directory replace the current ones.
+        #[arg(long = "after-keys", conflicts_with = "after_vars")]
+        after_keys: Option<InputDir>,
+        /// Planned: the variables of this OVMF store replace the current ones.
+        #[arg(long = "after-vars")]
+        after_vars: Option<InputFile>,
+        /// Planned: append this signature list or append .auth to db (repeatable).
+        #[arg(long = "append-db")]
+        append_db: Vec<InputFile>,
+        /// Planned: append this signature list or append .auth to dbx (repeatable).
+        #[arg(long = "append-dbx")]
+        append_dbx: Vec<InputFile>,
+        /// Write the predicted events (after the change, when one is planned) as a
+        /// systemd-pcrlock `.pcrlock` file.
+        #[arg(long)]
+        pcrlock: Option<OutputFile>,
+        /// Print JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 const AFTER_HELP: &str = "\

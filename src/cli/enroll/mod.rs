@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};
 
-use crate::enroll::{efivars, esp, ovmf, status};
+use crate::enroll::{efivars, esp, ovmf, pcr7, status};
 pub use args::{Command, EnrollArgs};
 
 /// enroll's clap command, with completion hints from the path marks.
@@ -93,6 +93,48 @@ pub fn run(args: EnrollArgs) -> anyhow::Result<()> {
             })?;
             crate::cli::warn_all(&report.warnings);
             print(json, &report, esp::render)
+        }
+        Command::Pcr7 {
+            vars,
+            keys,
+            efivarfs,
+            images,
+            after_keys,
+            after_vars,
+            append_db,
+            append_dbx,
+            pcrlock,
+            json,
+        } => {
+            let source = match (vars, keys) {
+                (Some(file), _) => pcr7::VariableSource::Vars(file.into()),
+                (None, Some(dir)) => pcr7::VariableSource::Keys(dir.into()),
+                (None, None) => pcr7::VariableSource::Efivarfs(efivarfs.into()),
+            };
+            let replace_with = match (after_keys, after_vars) {
+                (Some(dir), _) => Some(pcr7::VariableSource::Keys(dir.into())),
+                (None, Some(file)) => Some(pcr7::VariableSource::Vars(file.into())),
+                (None, None) => None,
+            };
+            let report = pcr7::run(&pcr7::Pcr7Options {
+                source,
+                images: images.into_iter().map(Into::into).collect(),
+                change: pcr7::PlannedChange {
+                    replace_with,
+                    append_db: append_db.into_iter().map(Into::into).collect(),
+                    append_dbx: append_dbx.into_iter().map(Into::into).collect(),
+                },
+            })
+            .context("enroll pcr7 could not predict PCR 7")?;
+            if let Some(file) = pcrlock {
+                let path: std::path::PathBuf = file.into();
+                let events = report.plan.after.as_ref().unwrap_or(&report.plan.before);
+                let text = serde_json::to_vec_pretty(&events.pcrlock())?;
+                crate::store::write::write_file(&path, &text, crate::store::write::Access::Public)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            crate::cli::warn_all(&report.warnings);
+            print(json, &report, pcr7::render)
         }
     }
 }
