@@ -25,6 +25,7 @@ pub mod genkey;
 pub mod initrd;
 pub mod keys;
 pub mod launcher;
+pub mod lifecycle;
 pub mod media;
 pub mod names;
 pub mod pe;

@@ -24,9 +24,10 @@ use sbkit::tpm::pcr7::{self, SecureBootVariables};
 
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
-/// Prints PCR 7 (sha256); then, when the rootfs carries `/sbkit/append.bin`
-/// (efivarfs attributes + an append `.auth`), writes it to db and prints the
-/// write's exit code; then powers off.
+/// Prints PCR 7 (sha256); then, for each of `/sbkit/append-db.bin` and
+/// `/sbkit/append-dbx.bin` the rootfs carries (efivarfs attributes + an append
+/// `.auth`), writes it to that variable and prints the write's exit code; then
+/// powers off.
 const PCR7_INIT: &str = r#"#!/bin/sh
 mount -t proc proc /proc
 mount -t sysfs sys /sys
@@ -36,23 +37,26 @@ if [ -r /sys/class/tpm/tpm0/pcr-sha256/7 ]; then
 else
   echo "SBKIT-PCR pcr7=none"
 fi
-if [ -r /sbkit/append.bin ]; then
+if [ -r /sbkit/efivarfs.ko ]; then
   insmod /sbkit/efivarfs.ko 2>/dev/null
   E=/sys/firmware/efi/efivars
   mount -t efivarfs efivarfs $E || echo "SBKIT-GUEST: efivarfs mount failed"
-  DB=$E/db-d719b2cb-3d3a-4596-a3bc-dad00e67656f
-  # efivarfs marks db immutable; the append must reach the firmware.
-  chattr -i "$DB"
-  dd if=/sbkit/append.bin of="$DB" bs=1M 2>/dev/null
-  echo "SBKIT-APPEND rc=$?"
+  for v in db dbx; do
+    [ -r /sbkit/append-$v.bin ] || continue
+    F=$E/$v-d719b2cb-3d3a-4596-a3bc-dad00e67656f
+    # efivarfs marks the variables immutable; the append must reach the firmware.
+    [ -e "$F" ] && chattr -i "$F"
+    dd if=/sbkit/append-$v.bin of="$F" bs=1M 2>/dev/null
+    echo "SBKIT-APPEND-$v rc=$?"
+  done
 fi
 echo "SBKIT-GUEST: PASS"
 poweroff -f
 "#;
 
-/// Adds `efivarfs.ko`, `chattr` (efitools' e2fsprogs build, with its libraries)
-/// and `append` (efivarfs payload) to the rootfs at `root`.
-fn add_append_writer(root: &Path, append: &[u8]) {
+/// Adds `efivarfs.ko`, the host's `chattr` (with its libraries) and the append
+/// payloads `(variable, efivarfs bytes)` to the rootfs at `root`.
+fn add_append_writer(root: &Path, appends: &[(&str, Vec<u8>)]) {
     let assets = Assets::locate();
     fs::create_dir_all(root.join("sbkit")).unwrap();
     fs::copy(
@@ -62,7 +66,9 @@ fn add_append_writer(root: &Path, append: &[u8]) {
     .unwrap();
     std::os::unix::fs::symlink("busybox", root.join("bin/insmod")).unwrap();
     common::guest::copy_host_binary(&qemu::require_tool("chattr"), root);
-    fs::write(root.join("sbkit/append.bin"), append).unwrap();
+    for (variable, payload) in appends {
+        fs::write(root.join(format!("sbkit/append-{variable}.bin")), payload).unwrap();
+    }
 }
 
 /// `build-uki dir:ROOT -t uki` with `keys` on the systemd `stub` generation.
@@ -170,30 +176,35 @@ fn predicted_pcr7_equals_the_guests_for_both_stubs_and_both_store_writers() {
         pcr7::predict(&from_dir, &[authority]).banks,
         predicted.banks
     );
-    // A second db certificate, appended from inside the guest with an efitools-made
-    // append `.auth` signed by our KEK. PCR 7 for the next boot is predicted from
-    // the store as it is now plus the planned append, before anything is written.
+    // A second db certificate and a dbx entry revoking one UKI, appended from
+    // inside the guest with `genkey append` updates signed by our KEK (their bytes
+    // equal efitools' in lifecycle_append.rs). PCR 7 for the next boot is predicted
+    // from the store as it is now plus the planned appends, before anything is written.
     let other = w.join("other");
     genkey("Other Corp", &other, &["--microsoft", "none"]);
-    let owner = common::tools::owner_guid(&other);
-    let new_esl = w.join("new-db.esl");
+    let new_esl = w.join("db-append.esl");
+    let append_auth = w.join("db-append.auth");
     run_ok(
-        std::process::Command::new(qemu::require_tool("cert-to-efi-sig-list"))
-            .args(["-g", &owner])
+        our_bin("genkey")
+            .args(["append", "db", "-k"])
+            .arg(&ours)
+            .arg("--cert")
             .arg(other.join("db.pem"))
-            .arg(&new_esl),
-    );
-    let append_auth = w.join("append.auth");
-    run_ok(
-        std::process::Command::new(qemu::require_tool("sign-efi-sig-list"))
-            .args(["-a", "-t", "2030-01-01 00:00:00", "-k"])
-            .arg(ours.join("KEK.key"))
-            .arg("-c")
-            .arg(ours.join("KEK.pem"))
-            .arg("db")
-            .arg(&new_esl)
+            .arg("-o")
             .arg(&append_auth),
     );
+    let revoked = build_uki(&root, &ours, &w.join("build-revoked"), 254);
+    let dbx_auth = w.join("dbx-append.auth");
+    run_ok(
+        our_bin("genkey")
+            .args(["append", "dbx", "-k"])
+            .arg(&ours)
+            .arg("--image")
+            .arg(&revoked)
+            .arg("-o")
+            .arg(&dbx_auth),
+    );
+
     // The plan through the command line, from the efitools `.auth` itself.
     let pcrlock = w.join("after.pcrlock");
     let out = run_ok(
@@ -204,6 +215,8 @@ fn predicted_pcr7_equals_the_guests_for_both_stubs_and_both_store_writers() {
             .arg(&efi252)
             .arg("--append-db")
             .arg(&append_auth)
+            .arg("--append-dbx")
+            .arg(&dbx_auth)
             .arg("--pcrlock")
             .arg(&pcrlock),
     );
@@ -241,16 +254,23 @@ fn predicted_pcr7_equals_the_guests_for_both_stubs_and_both_store_writers() {
     let appender = w.join("rootfs-append");
     busybox_rootfs(&appender, PCR7_INIT);
     // DB_ATTRIBUTES | EFI_VARIABLE_APPEND_WRITE, then the .auth, as efivarfs takes it.
-    let payload = common::guest::efivarfs_payload(0x67, &fs::read(&append_auth).unwrap());
-    add_append_writer(&appender, &payload);
+    let payload = |auth: &Path| common::guest::efivarfs_payload(0x67, &fs::read(auth).unwrap());
+    add_append_writer(
+        &appender,
+        &[("db", payload(&append_auth)), ("dbx", payload(&dbx_auth))],
+    );
     let efi_append = build_uki(&appender, &ours, &w.join("build-append"), 252);
     let first = boot(w, "append-1", &efi_append, &vars_ours);
     assert_guest_pcr7(&first, &predicted, "before the append");
-    assert_eq!(
-        first.value("SBKIT-APPEND", "rc").as_deref(),
-        Some("0"),
-        "the firmware must take our KEK-signed append\n{first}"
-    );
+    for variable in ["db", "dbx"] {
+        assert_eq!(
+            first
+                .value(&format!("SBKIT-APPEND-{variable}"), "rc")
+                .as_deref(),
+            Some("0"),
+            "the firmware must take our KEK-signed {variable} append\n{first}"
+        );
+    }
     let after_vars = w.join("run-append-1.fd");
     let second = boot(w, "append-2", &efi_append, &after_vars);
     second.assert_success();
@@ -265,6 +285,11 @@ fn predicted_pcr7_equals_the_guests_for_both_stubs_and_both_store_writers() {
         SecureBootVariables::from_varstore(&store_after, true).db,
         planned.db,
         "db after the append vs. the planned value"
+    );
+    // The UKI whose digest went into dbx is refused now; the other one booted above.
+    common::uki_guest::assert_refused(
+        &boot(w, "revoked", &revoked, &w.join("run-append-2.fd")),
+        "a UKI whose Authenticode digest was appended to dbx",
     );
 
     // Our keys plus Microsoft's, 254 stub, the store written by virt-fw-vars.

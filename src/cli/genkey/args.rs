@@ -93,6 +93,48 @@ pub enum Command {
     /// Keys held on tokens (YubiKey PIV, any PKCS#11): the mkosi/ParticleOS recipe, scripted.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// A KEK-signed append update of db or dbx (attributes 0x67): adds entries
+    /// in user mode, without setup mode and without restating the variable.
+    Append(AppendArgs),
+}
+
+/// Which variable an append update adds to.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendVariable {
+    /// The signature database: what may boot.
+    Db,
+    /// The forbidden signature database: what may never boot.
+    Dbx,
+}
+
+/// `genkey append db|dbx …`
+#[derive(ClapArgs, Debug)]
+pub struct AppendArgs {
+    /// The variable to add to.
+    #[arg(value_enum)]
+    pub variable: AppendVariable,
+    /// Key directory whose KEK signs the update (and whose owner GUID the entries get).
+    #[arg(short, long)]
+    pub keys: InputDir,
+    /// A certificate to add (PEM or DER; repeatable).
+    #[arg(long = "cert")]
+    pub certs: Vec<InputFile>,
+    /// A SHA-256 hash to add, 64 hex digits (repeatable).
+    #[arg(long = "hash")]
+    pub hashes: Vec<String>,
+    /// An EFI image whose Authenticode SHA-256 digest to add (repeatable): in dbx,
+    /// exactly this image stops booting.
+    #[arg(long = "image")]
+    pub images: Vec<InputFile>,
+    /// The `.auth` file to write (never overwritten); the `.esl` is written beside it.
+    #[arg(short, long)]
+    pub output: OutputFile,
+    /// Owner GUID of the entries (default: the key directory's).
+    #[arg(long = "owner-guid")]
+    pub owner_guid: Option<Guid>,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `genkey token …`

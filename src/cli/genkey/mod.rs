@@ -1,6 +1,7 @@
 //! The `genkey` binary: its grammar ([`args`]) and its run, flags turned
 //! into `crate::genkey` options in one place.
 
+pub mod append;
 pub mod args;
 pub mod token;
 
@@ -25,8 +26,10 @@ pub fn run(args: GenkeyArgs) -> anyhow::Result<()> {
     } else {
         args.microsoft
     };
-    if let Some(cmd) = args.command {
-        return token::run(cmd);
+    match args.command {
+        Some(args::Command::Token(cmd)) => return token::run(cmd),
+        Some(args::Command::Append(a)) => return append::run(a),
+        None => {}
     }
     let opts = GenkeyOptions {
         name: args.name.unwrap_or_default(),

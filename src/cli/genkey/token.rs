@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 
-use super::args::{Command, TargetArgs, TokenCommand};
+use super::args::{TargetArgs, TokenCommand};
 use crate::cli::path_arg::SecretRef;
 use crate::provision::{self, audit, piv, BackupSpec, KeySpec, Placement, Target};
 use crate::secret::SecretSource;
@@ -56,9 +56,8 @@ fn finish(report: &provision::ProvisionReport, json: bool) -> anyhow::Result<()>
     }
 }
 
-/// Runs a genkey subcommand.
-pub fn run(cmd: Command) -> anyhow::Result<()> {
-    let Command::Token(cmd) = cmd;
+/// Runs a `genkey token` subcommand.
+pub fn run(cmd: TokenCommand) -> anyhow::Result<()> {
     match cmd {
         TokenCommand::Status { piv, json } => {
             let mut all = Vec::new();
