@@ -532,3 +532,127 @@ fn a_command_line_over_the_kernel_limit_is_built_with_a_warning() {
         String::from_utf8_lossy(&run.stderr)
     );
 }
+
+/// The `.pcrsig` build-uki embedded, as JSON (the section is NUL-padded).
+fn embedded_pcrsig(efi: &Path, dir: &Path) -> serde_json::Value {
+    let out = dir.join("pcrsig.json");
+    run_ok(
+        Command::new(require_tool("objcopy"))
+            .args(["-O", "binary", "--only-section=.pcrsig"])
+            .arg(efi)
+            .arg(&out),
+    );
+    let bytes = fs::read(&out).unwrap();
+    serde_json::from_slice(bytes.split(|&b| b == 0).next().unwrap()).expect(".pcrsig is JSON")
+}
+
+/// Without `--phases`, build-uki signs what the booted rootfs will measure: the
+/// host-mode paths (sysinit, sysinit:ready) for a rootfs without
+/// /etc/initrd-release, ukify's four initrd paths for one with it. systemd-measure
+/// 254 signs the same paths over the sections objcopy extracts and gives the same
+/// entries, on the 252 and the 254 stub; inspect checks the policy against the
+/// paths that were signed and names them.
+#[test]
+fn signed_phases_follow_the_boot_model_on_both_stubs() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let (keys, root) = fixture(w);
+    let initrd_root = w.join("rootfs-initrd");
+    busybox_rootfs(&initrd_root, MARKER_INIT);
+    fs::write(
+        initrd_root.join("etc/initrd-release"),
+        "ID=sbkit-test-initrd\n",
+    )
+    .unwrap();
+    let root254 = Assets::locate().systemd_root(254);
+    let cases: [(&Path, u32, &[&str]); 3] = [
+        (&root, 252, &["sysinit", "sysinit:ready"]),
+        (&root, 254, &["sysinit", "sysinit:ready"]),
+        (
+            &initrd_root,
+            254,
+            &[
+                "enter-initrd",
+                "enter-initrd:leave-initrd",
+                "enter-initrd:leave-initrd:sysinit",
+                "enter-initrd:leave-initrd:sysinit:ready",
+            ],
+        ),
+    ];
+    for (i, (rootfs, generation, expected)) in cases.into_iter().enumerate() {
+        let out = w.join(format!("build-{i}"));
+        let stub = Assets::locate().stub(generation).display().to_string();
+        let o = run_ok(
+            our_bin("build-uki")
+                .arg(format!("dir:{}", rootfs.display()))
+                .args(["-t", "uki", "--json", "--stub", &stub, "-d"])
+                .arg(&out)
+                .arg("-k")
+                .arg(&keys),
+        );
+        let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(
+            report["phases"]["paths"],
+            serde_json::json!(expected),
+            "case {i}: {}",
+            report["phases"]
+        );
+        let efi = out.join("norole.efi");
+        let mut args = Vec::new();
+        for s in report["measured_sections"].as_array().unwrap() {
+            let name = s.as_str().unwrap().trim_start_matches('.');
+            let file = out.join(format!("section-{name}"));
+            run_ok(
+                Command::new(require_tool("objcopy"))
+                    .args(["-O", "binary", &format!("--only-section=.{name}")])
+                    .arg(&efi)
+                    .arg(&file),
+            );
+            args.push(format!("--{name}={}", file.display()));
+        }
+        let theirs = run_ok(
+            Command::new(root254.join("lib/systemd/systemd-measure"))
+                .env(
+                    "LD_LIBRARY_PATH",
+                    root254.join("usr/lib/x86_64-linux-gnu/systemd"),
+                )
+                .arg("sign")
+                .args(&args)
+                .arg(format!(
+                    "--private-key={}",
+                    keys.join("tpm2-pcr-private.pem").display()
+                ))
+                .arg(format!(
+                    "--public-key={}",
+                    keys.join("tpm2-pcr-public.pem").display()
+                ))
+                .args([
+                    "--bank=sha1",
+                    "--bank=sha256",
+                    "--bank=sha384",
+                    "--bank=sha512",
+                ])
+                .args(expected.iter().map(|p| format!("--phase={p}"))),
+        );
+        let theirs: serde_json::Value = serde_json::from_slice(&theirs.stdout).unwrap();
+        assert_eq!(
+            embedded_pcrsig(&efi, &out),
+            theirs,
+            "case {i} ({generation} stub): our .pcrsig vs systemd-measure sign"
+        );
+        let inspect = run_ok(
+            our_bin("build-uki")
+                .args(["inspect", "--json"])
+                .arg(&efi)
+                .arg("--keys")
+                .arg(&keys),
+        );
+        let inspect: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+        assert_eq!(inspect["pcrsig"]["ok"], true, "case {i}: {inspect}");
+        assert_eq!(
+            inspect["pcrsig"]["signed_phases"],
+            serde_json::json!(expected),
+            "case {i}"
+        );
+    }
+}

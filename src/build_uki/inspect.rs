@@ -42,8 +42,12 @@ pub struct SignatureVerdict {
 pub struct PcrSigVerdict {
     /// Entries in `.pcrsig`.
     pub entries: usize,
-    /// Entries whose `pol` equals a fresh prediction for one of the default phase paths.
+    /// Entries whose `pol` equals a fresh prediction for a known phase path
+    /// (ukify's initrd set, the host-mode set build-uki signs for rootfses
+    /// without `/etc/initrd-release`, or the empty path).
     pub matching_prediction: usize,
+    /// The phase paths the matching entries were signed for (`""` is the empty path).
+    pub signed_phases: Vec<String>,
     /// Entries whose `sig` verifies with `.pcrpkey`.
     pub valid_signatures: usize,
     /// True when every entry matches and verifies.
@@ -127,8 +131,11 @@ pub fn inspect(uki: &[u8], certificate: Option<&[u8]>) -> Result<InspectReport, 
         },
     };
 
+    // Every phase path build-uki or ukify signs by default, so a policy is
+    // checked against what it was signed for, not against one fixed set.
     let mut phases = vec![PhasePath::empty()];
     phases.extend(default_phase_paths());
+    phases.extend(super::host_phase_paths());
     let prediction = (!measured.is_empty())
         .then(|| predict_uki(uki, &measured, &ALL_BANKS, &phases).ok())
         .flatten();
@@ -146,26 +153,32 @@ pub fn inspect(uki: &[u8], certificate: Option<&[u8]>) -> Result<InspectReport, 
         let mut v = PcrSigVerdict {
             entries: 0,
             matching_prediction: 0,
+            signed_phases: Vec::new(),
             valid_signatures: 0,
             ok: false,
         };
         if let Some(doc) = doc {
             for bank in ALL_BANKS {
-                let expected: Vec<String> = prediction
+                let expected: Vec<(String, String)> = prediction
                     .as_ref()
                     .map(|p| {
-                        default_phase_paths()
+                        phases
                             .iter()
-                            .filter_map(|ph| p.value(bank, ph))
-                            .filter_map(|val| policy_digest(bank, val).ok())
-                            .map(hex::encode)
+                            .filter_map(|ph| {
+                                let val = p.value(bank, ph)?;
+                                let pol = policy_digest(bank, val).ok()?;
+                                Some((hex::encode(pol), ph.words().join(":")))
+                            })
                             .collect()
                     })
                     .unwrap_or_default();
                 for e in doc.entries(bank) {
                     v.entries += 1;
-                    if expected.contains(&e.pol) {
+                    if let Some((_, phase)) = expected.iter().find(|(pol, _)| *pol == e.pol) {
                         v.matching_prediction += 1;
+                        if !v.signed_phases.contains(phase) {
+                            v.signed_phases.push(phase.clone());
+                        }
                     }
                     let good = (|| {
                         let key = public.as_ref()?;
@@ -268,11 +281,20 @@ pub fn render(r: &InspectReport) -> String {
         Some(p) => {
             let _ = writeln!(
                 s,
-                ".pcrsig: {} ({} entries, {} match a fresh prediction, {} signatures valid)",
+                ".pcrsig: {} ({} entries, {} match a fresh prediction, {} signatures valid; signed for phases: {})",
                 if p.ok { "matches" } else { "DOES NOT MATCH" },
                 p.entries,
                 p.matching_prediction,
-                p.valid_signatures
+                p.valid_signatures,
+                if p.signed_phases.is_empty() {
+                    "none known".to_string()
+                } else {
+                    p.signed_phases
+                        .iter()
+                        .map(|ph| if ph.is_empty() { "(empty)" } else { ph.as_str() })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
             );
         }
         None => {

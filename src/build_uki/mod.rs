@@ -99,7 +99,8 @@ pub struct BuildUkiOptions {
     pub pcr_banks: Vec<DigestAlgorithm>,
     /// Banks to sign.
     pub signed_banks: Vec<DigestAlgorithm>,
-    /// Phase paths to sign.
+    /// Phase paths to sign (`--phases`); empty: chosen from the rootfs's boot
+    /// model (see [`choose_phases`]).
     pub phases: Vec<PhasePath>,
     /// Warn above this UKI size.
     pub size_warning_bytes: u64,
@@ -238,8 +239,76 @@ pub struct BuildUkiReport {
     pub entries: Vec<BuiltEntry>,
     /// The ISO or container archive, for `-t iso` and `-t container`.
     pub artifact: Option<artifacts::Artifact>,
+    /// The phase paths signed into `.pcrsig`, and why those.
+    pub phases: SignedPhases,
     /// Notes and warnings.
     pub warnings: Vec<String>,
+}
+
+/// The phase paths a build signed, and the reason.
+#[derive(Clone, Debug, Serialize)]
+pub struct SignedPhases {
+    /// The paths, `:`-joined (`enter-initrd:leave-initrd`, `sysinit`, …).
+    pub paths: Vec<String>,
+    /// Why these.
+    pub reason: String,
+}
+
+/// Host-mode phase paths: systemd booted without `/etc/initrd-release` runs as
+/// the real system from the first instruction, so `systemd-pcrphase` measures
+/// only `sysinit` and then `ready` — never `enter-initrd` or `leave-initrd`.
+pub fn host_phase_paths() -> Vec<PhasePath> {
+    ["sysinit", "sysinit:ready"]
+        .iter()
+        .filter_map(|p| PhasePath::parse(p).ok())
+        .collect()
+}
+
+/// The phase paths to sign: `--phases` when given; else what the booted
+/// rootfs will measure — ukify's initrd set when it has `/etc/initrd-release`
+/// (systemd in initrd mode), the host set when it does not (the whole OS in the
+/// initrd, the Kairos model). A volume enrolled with a signed policy unlocks
+/// only in a phase that was signed, so guessing wrong locks the disk.
+pub fn choose_phases(
+    given: &[PhasePath],
+    boot: Option<&BootFiles>,
+    warnings: &mut Vec<String>,
+) -> (Vec<PhasePath>, String) {
+    if !given.is_empty() {
+        return (given.to_vec(), "--phases".into());
+    }
+    let Some(traits) = boot.map(|b| &b.trusted_boot) else {
+        return (
+            crate::uki::pcr::default_phase_paths(),
+            "no rootfs to look at (--initrd): ukify's default initrd phases".into(),
+        );
+    };
+    if traits.systemd && !(traits.cryptsetup && traits.tss2) {
+        let mut missing = Vec::new();
+        if !traits.cryptsetup {
+            missing.push("systemd-cryptsetup (Debian: systemd-cryptsetup or cryptsetup)");
+        }
+        if !traits.tss2 {
+            missing.push(
+                "the TPM2 libraries (Debian: libtss2-esys-3.0.2-0, libtss2-rc0, libtss2-mu0)",
+            );
+        }
+        warnings.push(format!(
+            "this rootfs cannot unlock a volume sealed to the signed PCR policy: it lacks {}; add them to the image if its disks are to unlock with the TPM",
+            missing.join(" and ")
+        ));
+    }
+    if traits.initrd_release {
+        (
+            crate::uki::pcr::default_phase_paths(),
+            "the rootfs has /etc/initrd-release: systemd runs in initrd mode and measures enter-initrd, leave-initrd, sysinit, ready".into(),
+        )
+    } else {
+        (
+            host_phase_paths(),
+            "the rootfs has no /etc/initrd-release: systemd runs the whole OS from the initrd in host mode and measures only sysinit, then ready".into(),
+        )
+    }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, BuildUkiError> {
@@ -507,6 +576,8 @@ pub fn run(
     let splash = opts.splash.as_deref().map(read).transpose()?;
     let dtb = opts.dtb.as_deref().map(read).transpose()?;
 
+    let (phases, phases_reason) = choose_phases(&opts.phases, boot.as_ref(), &mut warnings);
+
     // Every entry is assembled and signed in memory first.
     let task = progress.start(
         "assembling and signing",
@@ -530,7 +601,7 @@ pub fn run(
             signer,
             predicted_banks: opts.pcr_banks.clone(),
             signed_banks: opts.signed_banks.clone(),
-            phases: opts.phases.clone(),
+            phases: phases.clone(),
         });
         let assembled =
             assemble::assemble(&stub_bytes, &payload, &measured.sections, policy.as_ref())?;
@@ -632,6 +703,10 @@ pub fn run(
         initrd: initrd_stats,
         entries: built,
         artifact,
+        phases: SignedPhases {
+            paths: phases.iter().map(|p| p.words().join(":")).collect(),
+            reason: phases_reason,
+        },
         warnings,
     })
 }
@@ -675,6 +750,12 @@ pub fn render_summary(r: &BuildUkiReport) -> String {
             a.sha256
         );
     }
+    let _ = writeln!(
+        s,
+        "phases  {} ({})",
+        r.phases.paths.join(", "),
+        r.phases.reason
+    );
     for e in &r.entries {
         let _ = writeln!(
             s,

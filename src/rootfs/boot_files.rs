@@ -59,6 +59,52 @@ pub struct BootFiles {
     pub has_init: bool,
     /// The first of the other [`INIT_CANDIDATES`] present (`sbin/init`, ...).
     pub init_program: Option<String>,
+    /// What the booted system will measure and unlock with.
+    pub trusted_boot: TrustedBootTraits,
+}
+
+/// What decides which PCR 11 phase paths a booted rootfs measures, and
+/// whether it can unlock a volume sealed to a signed PCR policy at all.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TrustedBootTraits {
+    /// `/etc/initrd-release` (or `/usr/lib/initrd-release`): systemd runs in
+    /// initrd mode and measures `enter-initrd` and `leave-initrd`.
+    pub initrd_release: bool,
+    /// systemd itself (`/usr/lib/systemd/systemd`).
+    pub systemd: bool,
+    /// `systemd-cryptsetup`, which unlocks the volume.
+    pub cryptsetup: bool,
+    /// The TPM2 libraries systemd loads (`libtss2-esys`).
+    pub tss2: bool,
+}
+
+/// Where the files [`TrustedBootTraits`] looks for live, per trait.
+const INITRD_RELEASE: [&str; 2] = ["etc/initrd-release", "usr/lib/initrd-release"];
+const SYSTEMD: [&str; 2] = ["usr/lib/systemd/systemd", "lib/systemd/systemd"];
+const CRYPTSETUP: [&str; 2] = [
+    "usr/lib/systemd/systemd-cryptsetup",
+    "lib/systemd/systemd-cryptsetup",
+];
+const TSS2: [&str; 5] = [
+    "usr/lib/x86_64-linux-gnu/libtss2-esys.so.0",
+    "usr/lib/aarch64-linux-gnu/libtss2-esys.so.0",
+    "lib/x86_64-linux-gnu/libtss2-esys.so.0",
+    "usr/lib64/libtss2-esys.so.0",
+    "usr/lib/libtss2-esys.so.0",
+];
+
+impl TrustedBootTraits {
+    /// The traits of a rootfs whose paths `present` answers for (a directory
+    /// or a flattened image alike).
+    pub fn probe(present: impl Fn(&str) -> bool) -> Self {
+        let any = |paths: &[&str]| paths.iter().any(|p| present(p));
+        TrustedBootTraits {
+            initrd_release: any(&INITRD_RELEASE),
+            systemd: any(&SYSTEMD),
+            cryptsetup: any(&CRYPTSETUP),
+            tss2: any(&TSS2),
+        }
+    }
 }
 
 impl BootFiles {
@@ -90,6 +136,7 @@ impl BootFiles {
                 .iter()
                 .find(|p| present(p))
                 .map(|p| p.to_string()),
+            trusted_boot: TrustedBootTraits::probe(present),
         }
     }
 }
@@ -119,5 +166,11 @@ mod tests {
         assert_eq!(b.os_release.unwrap().path, r.join("etc/os-release"));
         assert!(!b.has_init);
         assert_eq!(b.init_program.as_deref(), Some("sbin/init"));
+        assert_eq!(b.trusted_boot, TrustedBootTraits::default());
+        std::fs::write(r.join("etc/initrd-release"), b"").unwrap();
+        std::fs::create_dir_all(r.join("usr/lib/systemd")).unwrap();
+        std::fs::write(r.join("usr/lib/systemd/systemd"), b"").unwrap();
+        let t = BootFiles::from_dir(r).trusted_boot;
+        assert!(t.initrd_release && t.systemd && !t.cryptsetup && !t.tss2);
     }
 }

@@ -512,5 +512,6 @@ fn boot_files(
             .iter()
             .find(|p| present(p))
             .map(|p| p.to_string()),
+        trusted_boot: super::boot_files::TrustedBootTraits::probe(present),
     }
 }

@@ -12,7 +12,7 @@ use crate::build_uki::{self, BuildUkiOptions};
 use crate::cli::path_arg::{InputDir, InputFile};
 use crate::rootfs::Source;
 use crate::store::signing::{read_certificate, SigningKeys};
-use crate::uki::pcr::{default_phase_paths, PhasePath, ALL_BANKS};
+use crate::uki::pcr::{PhasePath, ALL_BANKS};
 use crate::uki::pcrsig::DEFAULT_SIGNED_BANKS;
 pub use args::{BuildUkiArgs, Command};
 
@@ -81,14 +81,12 @@ pub fn build(args: BuildUkiArgs) -> anyhow::Result<()> {
         .map(|s| Source::parse_with(s, image_opts.clone()))
         .transpose()?;
     let keys = signing_keys(&args)?;
-    let phases = if args.phases.is_empty() {
-        default_phase_paths()
-    } else {
-        args.phases
-            .iter()
-            .map(|p| PhasePath::parse(p))
-            .collect::<Result<_, _>>()?
-    };
+    // Empty: build-uki chooses from the rootfs's boot model.
+    let phases = args
+        .phases
+        .iter()
+        .map(|p| PhasePath::parse(p))
+        .collect::<Result<Vec<_>, _>>()?;
     let signed_banks = if args.pcr_banks.is_empty() {
         DEFAULT_SIGNED_BANKS.to_vec()
     } else {
