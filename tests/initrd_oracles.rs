@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::tools::require_tool;
+use common::tools::{require_tool, run_ok};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
@@ -20,20 +20,6 @@ use sbkit::initrd::{build_initrd, Compression, InitrdError, InitrdOptions};
 use sbkit::progress::{Progress, Unit};
 
 const MTIME: u32 = 1_600_000_000;
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 /// Runs `tool args` with `input` on stdin and returns stdout.
 fn pipe(tool: &str, args: &[&str], input: &[u8], cwd: &Path) -> Output {
@@ -165,7 +151,7 @@ impl Fixture {
             _ => unreachable!("not a node"),
         };
         if !spec.is_empty() {
-            run(Command::new(require_tool("mknod")).arg(&host).args(&spec));
+            run_ok(Command::new(require_tool("mknod")).arg(&host).args(&spec));
         }
         self.own(path, want, mode, uid, gid);
     }
@@ -478,9 +464,11 @@ fn xz_output_carries_a_crc32_check() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("initrd.xz");
     fs::write(&path, &packed).unwrap();
-    let out = run(Command::new(require_tool("xz"))
-        .args(["--robot", "--list"])
-        .arg(&path));
+    let out = run_ok(
+        Command::new(require_tool("xz"))
+            .args(["--robot", "--list"])
+            .arg(&path),
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let file_line = text
         .lines()

@@ -11,10 +11,10 @@
 mod common;
 
 use common::der::content_info;
-use common::tools::require_tool;
+use common::tools::{require_tool, run_ok};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use sbkit::keys::cert::{issue_self_signed, CertProfile, CertRequest};
 use sbkit::keys::signed_data::sign_detached;
@@ -39,20 +39,6 @@ fn require_module() -> &'static str {
     SOFTHSM_MODULE
 }
 
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 /// Runs `body` in a child process of this test binary (only the test
 /// `name`), with a fresh token directory, SOFTHSM2_CONF, SBKIT_PKCS11_MODULE
 /// and, if given, SBKIT_PKCS11_PIN; no other sbkit token variable leaks in.
@@ -75,7 +61,7 @@ fn isolated(name: &str, pin: Option<&str>, body: impl FnOnce(&Hsm)) {
     if let Some(pin) = pin {
         cmd.env(PIN_ENV, pin);
     }
-    let out = run(&mut cmd);
+    let out = run_ok(&mut cmd);
     let stdout = String::from_utf8_lossy(&out.stdout);
     // A misspelt name would filter out every test and "pass".
     assert!(
@@ -102,7 +88,7 @@ impl Hsm {
             ),
         )
         .unwrap();
-        run(Command::new(require_tool("softhsm2-util")).args([
+        run_ok(Command::new(require_tool("softhsm2-util")).args([
             "--init-token",
             "--free",
             "--label",
@@ -127,43 +113,53 @@ impl Hsm {
             "p384" => &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"],
             other => panic!("no key kind {other}"),
         };
-        run(Command::new(require_tool("openssl"))
-            .arg("genpkey")
-            .args(opts)
-            .arg("-out")
-            .arg(&key));
+        run_ok(
+            Command::new(require_tool("openssl"))
+                .arg("genpkey")
+                .args(opts)
+                .arg("-out")
+                .arg(&key),
+        );
         key
     }
 
     /// The public key of a key file as PEM (written next to it) and DER.
     fn public_key(&self, key: &Path) -> (PathBuf, Vec<u8>) {
         let pem = key.with_extension("pub.pem");
-        run(Command::new(require_tool("openssl"))
-            .args(["pkey", "-pubout", "-in"])
-            .arg(key)
-            .arg("-out")
-            .arg(&pem));
-        let der = run(Command::new(require_tool("openssl"))
-            .args(["pkey", "-pubin", "-outform", "DER", "-in"])
-            .arg(&pem))
+        run_ok(
+            Command::new(require_tool("openssl"))
+                .args(["pkey", "-pubout", "-in"])
+                .arg(key)
+                .arg("-out")
+                .arg(&pem),
+        );
+        let der = run_ok(
+            Command::new(require_tool("openssl"))
+                .args(["pkey", "-pubin", "-outform", "DER", "-in"])
+                .arg(&pem),
+        )
         .stdout;
         (pem, der)
     }
 
     /// `softhsm2-util --import`: private and public key objects.
     fn import(&self, key: &Path, label: &str, id_hex: &str) {
-        run(Command::new(require_tool("softhsm2-util"))
-            .arg("--import")
-            .arg(key)
-            .args([
-                "--label", label, "--id", id_hex, "--token", "mkosi", "--pin", USER_PIN,
-            ]));
+        run_ok(
+            Command::new(require_tool("softhsm2-util"))
+                .arg("--import")
+                .arg(key)
+                .args([
+                    "--label", label, "--id", id_hex, "--token", "mkosi", "--pin", USER_PIN,
+                ]),
+        );
     }
 
     fn pkcs11_tool(&self, args: &[&str]) -> String {
-        let out = run(Command::new(require_tool("pkcs11-tool"))
-            .args(["--module", require_module(), "--token-label", "mkosi"])
-            .args(args));
+        let out = run_ok(
+            Command::new(require_tool("pkcs11-tool"))
+                .args(["--module", require_module(), "--token-label", "mkosi"])
+                .args(args),
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
