@@ -3,7 +3,6 @@
 
 use base64::Engine;
 use serde::Serialize;
-use sha2::Digest;
 
 use crate::keys::DigestAlgorithm;
 use crate::pe::authenticode;
@@ -67,6 +66,8 @@ pub struct InspectReport {
     pub measured_sections: Vec<String>,
     /// Predicted PCR 11 (sha256) for the empty phase path.
     pub pcr11_sha256: Option<String>,
+    /// SectionAlignment, 4 KiB alignment of every section, NX_COMPAT.
+    pub alignment: crate::pe::AlignmentReport,
     /// Signature verdict.
     pub signature: SignatureVerdict,
     /// `.pcrsig` verdict, when the UKI has one.
@@ -82,6 +83,7 @@ pub enum InspectError {
 }
 
 fn text(sections: &[crate::uki::pcr::UkiSection<'_>], name: &str) -> Option<String> {
+    // The file bytes: a zero fill adds nothing to text.
     sections.iter().find(|s| s.name == name).map(|s| {
         String::from_utf8_lossy(&s.data)
             .trim_end_matches('\0')
@@ -96,6 +98,9 @@ pub fn inspect(uki: &[u8], certificate: Option<&[u8]>) -> Result<InspectReport, 
         return Err(InspectError::NotUki("it has no .linux section".into()));
     }
     let info = stub::inspect(uki).map_err(|e| InspectError::NotUki(e.to_string()))?;
+    let alignment = crate::pe::PeLayout::parse(uki)
+        .map_err(|e| InspectError::NotUki(e.to_string()))?
+        .alignment_report();
     let measured = info
         .measured()
         .ok()
@@ -193,8 +198,8 @@ pub fn inspect(uki: &[u8], certificate: Option<&[u8]>) -> Result<InspectReport, 
             .iter()
             .map(|s| SectionInfo {
                 name: s.name.clone(),
-                size: s.data.len(),
-                sha256: hex::encode(sha2::Sha256::digest(&s.data)),
+                size: s.size() as usize,
+                sha256: hex::encode(s.digest(DigestAlgorithm::Sha256)),
             })
             .collect(),
         os_release: text(&sections, ".osrel"),
@@ -202,6 +207,7 @@ pub fn inspect(uki: &[u8], certificate: Option<&[u8]>) -> Result<InspectReport, 
         uname: text(&sections, ".uname"),
         stub_version: info.version.map(|v| v.full),
         measured_sections: measured,
+        alignment,
         pcr11_sha256,
         signature,
         pcrsig,
@@ -223,6 +229,19 @@ pub fn render(r: &InspectReport) -> String {
             r.measured_sections.join(" ")
         );
     }
+    let a = &r.alignment;
+    let _ = writeln!(
+        s,
+        "alignment: SectionAlignment {:#x}, FileAlignment {:#x}, {}; NX_COMPAT {}",
+        a.section_alignment,
+        a.file_alignment,
+        if a.page_aligned {
+            "every section on a 4 KiB page".to_string()
+        } else {
+            format!("NOT 4 KiB aligned: {}", a.unaligned_sections.join(", "))
+        },
+        if a.nx_compat { "set" } else { "not set" }
+    );
     if let Some(u) = &r.uname {
         let _ = writeln!(s, "uname: {u}");
     }

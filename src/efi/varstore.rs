@@ -360,8 +360,14 @@ impl VarStore {
 /// Reads the records between `start` and `end`. Records whose state is
 /// `VAR_ADDED` are live; one that is `VAR_ADDED` but marked in-deleted-transition
 /// is live only when no complete copy exists (edk2's rule after an interrupted update).
+///
+/// Linear in the number of records: a later copy of a variable replaces the
+/// earlier one through an index by (name, vendor), not by rescanning.
 fn parse_records(image: &[u8], start: usize, end: usize) -> Result<Vec<Variable>, VarStoreError> {
-    let mut live: Vec<Variable> = Vec::new();
+    use std::collections::HashMap;
+    // Slots in store order; a replaced copy leaves an empty slot behind.
+    let mut live: Vec<Option<Variable>> = Vec::new();
+    let mut index: HashMap<(String, Guid), usize> = HashMap::new();
     let mut in_transition: Vec<Variable> = Vec::new();
     let mut at = start;
     while at + RECORD_HEADER_SIZE <= end {
@@ -412,19 +418,22 @@ fn parse_records(image: &[u8], start: usize, end: usize) -> Result<Vec<Variable>
                 data: image[name_at + name_size..record_end].to_vec(),
             };
             if complete {
-                live.retain(|v| !(v.name == var.name && v.vendor == var.vendor));
-                live.push(var);
+                let key = (var.name.clone(), var.vendor);
+                if let Some(old) = index.insert(key, live.len()) {
+                    live[old] = None;
+                }
+                live.push(Some(var));
             } else {
                 in_transition.push(var);
             }
         }
         at = align_up(record_end);
     }
+    let mut live: Vec<Variable> = live.into_iter().flatten().collect();
     for var in in_transition {
-        if !live
-            .iter()
-            .any(|v| v.name == var.name && v.vendor == var.vendor)
-        {
+        let key = (var.name.clone(), var.vendor);
+        if let std::collections::hash_map::Entry::Vacant(e) = index.entry(key) {
+            e.insert(live.len());
             live.push(var);
         }
     }
