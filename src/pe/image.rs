@@ -72,6 +72,8 @@ pub struct PeLayout {
     pub dll_characteristics: u16,
     /// COFF `Machine` (0x8664 x64, 0xaa64 AArch64, …).
     pub machine: u16,
+    /// `ImageBase`: the preferred load address.
+    pub image_base: u64,
     /// Offset just past the last section header.
     pub section_table_end: usize,
     /// The sections, in header order.
@@ -183,6 +185,13 @@ impl PeLayout {
         }
         let layout = PeLayout {
             machine,
+            image_base: if pe32_plus {
+                let lo = r.u32(optional_offset + 24, "ImageBase")? as u64;
+                let hi = r.u32(optional_offset + 28, "ImageBase")? as u64;
+                hi << 32 | lo
+            } else {
+                r.u32(optional_offset + 28, "ImageBase")? as u64
+            },
             coff_offset: coff_offset as usize,
             optional_offset: optional_offset as usize,
             pe32_plus,
