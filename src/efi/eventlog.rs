@@ -452,6 +452,34 @@ mod tests {
         d
     }
 
+    /// Issue 14: a log of many zero-filled events ending in a real one is
+    /// parsed in linear time (the old reader rescanned the rest of the log
+    /// before every event: minutes for 2 MiB).
+    #[test]
+    fn long_logs_parse_in_linear_time() {
+        let event = |event_type: u32| {
+            let mut e = Vec::new();
+            e.extend_from_slice(&0u32.to_le_bytes());
+            e.extend_from_slice(&event_type.to_le_bytes());
+            e.extend_from_slice(&[0; 20]);
+            e.extend_from_slice(&0u32.to_le_bytes());
+            e
+        };
+        let n = 65_536;
+        let mut log = event(1);
+        for _ in 0..n {
+            log.extend_from_slice(&event(0));
+        }
+        log.extend_from_slice(&event(5));
+        let started = std::time::Instant::now();
+        let parsed = EventLog::parse(&log).unwrap();
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+        assert_eq!(parsed.format, LogFormat::Sha1);
+        assert_eq!(parsed.events.len(), n + 2);
+        assert_eq!(parsed.events.last().unwrap().event_type, 5);
+    }
+
     #[test]
     fn finds_a_driver_from_an_option_rom_with_its_device_path() {
         let mut log = spec_header(&[(TPM_ALG_SHA1, 20), (TPM_ALG_SHA256, 32)]);

@@ -475,6 +475,34 @@ mod tests {
         img
     }
 
+    /// Issue 14: a store of many records parsed in linear time (the old
+    /// reader rescanned every live variable per record: minutes here).
+    #[test]
+    fn many_records_parse_in_linear_time() {
+        let n = 100_000;
+        let mut img = empty_store(16 << 20);
+        let start = align_up(FV_HEADER_FIXED + 16 + STORE_HEADER_SIZE);
+        let mut records = Vec::new();
+        for i in 0..=n {
+            // The last record is a new copy of the first: it replaces it.
+            let name = format!("V{}", i % n);
+            Variable::new(&name, EFI_GLOBAL_VARIABLE, 7, vec![i as u8; 4])
+                .write_record(&mut records);
+            while (start + records.len()) % RECORD_ALIGNMENT != 0 {
+                records.push(ERASED);
+            }
+        }
+        img[start..start + records.len()].copy_from_slice(&records);
+        let started = std::time::Instant::now();
+        let store = VarStore::parse(img).unwrap();
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+        assert_eq!(store.variables().len(), n);
+        let last = store.variables().last().unwrap();
+        assert_eq!((last.name.as_str(), last.data[0]), ("V0", n as u8));
+        assert_eq!(store.variables()[0].name, "V1");
+    }
+
     #[test]
     fn round_trips_variables_with_alignment_and_erased_padding() {
         let mut store = VarStore::parse(empty_store(4096)).unwrap();
