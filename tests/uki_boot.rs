@@ -23,12 +23,8 @@ fn stub(generation: u32) -> PathBuf {
     Assets::locate().stub(generation)
 }
 
-/// build-uki dir:ROOT -t uki into `out` with `keys` on the 254 stub; returns the JSON report.
-fn build(root: &Path, keys: &Path, out: &Path) -> serde_json::Value {
-    build_on(254, root, keys, out)
-}
-
-/// [`build`] on the stub of one systemd generation.
+/// build-uki dir:ROOT -t uki into `out` with `keys` on the stub of one
+/// systemd generation; returns the JSON report.
 fn build_on(generation: u32, root: &Path, keys: &Path, out: &Path) -> serde_json::Value {
     let o = run_ok(
         our_bin("build-uki")

@@ -85,7 +85,7 @@ pub enum InspectError {
 fn text(sections: &[crate::uki::pcr::UkiSection<'_>], name: &str) -> Option<String> {
     // The file bytes: a zero fill adds nothing to text.
     sections.iter().find(|s| s.name == name).map(|s| {
-        String::from_utf8_lossy(&s.data)
+        String::from_utf8_lossy(s.data)
             .trim_end_matches('\0')
             .to_string()
     })
@@ -143,11 +143,11 @@ pub fn inspect(uki: &[u8], certificate: Option<&[u8]>) -> Result<InspectReport, 
     });
 
     let pcrsig = sections.iter().find(|s| s.name == ".pcrsig").map(|s| {
-        let doc = PcrSig::from_json(&s.data).ok();
+        let doc = PcrSig::from_json(s.data).ok();
         let public = sections
             .iter()
             .find(|s| s.name == ".pcrpkey")
-            .and_then(|k| openssl::pkey::PKey::public_key_from_pem(&k.data).ok());
+            .and_then(|k| openssl::pkey::PKey::public_key_from_pem(k.data).ok());
         let mut v = PcrSigVerdict {
             entries: 0,
             matching_prediction: 0,
