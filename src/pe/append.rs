@@ -108,6 +108,25 @@ pub fn append_sections_with(
             return Err(AppendError::NameTooLong(s.name.to_string()));
         }
     }
+    // Everything before the first section's data is kept as the headers: a
+    // base whose SizeOfHeaders or section data lies inside its own headers
+    // would lose them (found by the pe_append fuzz target).
+    if (layout.size_of_headers as usize) < layout.section_table_end {
+        return Err(PeError(format!(
+            "SizeOfHeaders {:#x} is smaller than the headers themselves (they end at {:#x}); the image is corrupt",
+            layout.size_of_headers, layout.section_table_end
+        ))
+        .into());
+    }
+    if let Some(s) = layout.sections.iter().find(|s| {
+        s.size_of_raw_data > 0 && (s.pointer_to_raw_data as usize) < layout.section_table_end
+    }) {
+        return Err(PeError(format!(
+            "section {}'s file data at {:#x} overlaps the headers (they end at {:#x}); the image is corrupt",
+            s.name, s.pointer_to_raw_data, layout.section_table_end
+        ))
+        .into());
+    }
     let old_count = layout.sections.len();
     if old_count + sections.len() > 96 {
         return Err(AppendError::TooLarge("more than 96 sections".into()));
@@ -242,4 +261,42 @@ pub fn append_sections_with(
     let checksum = pe_checksum(&out, layout.checksum_offset);
     write_u32(&mut out, layout.checksum_offset, checksum);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A PE32+ image with no sections and the given SizeOfHeaders.
+    fn bare_pe(size_of_headers: u32) -> Vec<u8> {
+        let mut pe = vec![0u8; 0x400];
+        pe[..2].copy_from_slice(b"MZ");
+        pe[0x3c..0x40].copy_from_slice(&0x40u32.to_le_bytes());
+        pe[0x40..0x44].copy_from_slice(b"PE\0\0");
+        pe[0x44..0x46].copy_from_slice(&0x8664u16.to_le_bytes());
+        pe[0x54..0x56].copy_from_slice(&240u16.to_le_bytes());
+        let opt = 0x58;
+        pe[opt..opt + 2].copy_from_slice(&0x20bu16.to_le_bytes());
+        pe[opt + 32..opt + 36].copy_from_slice(&0x1000u32.to_le_bytes());
+        pe[opt + 36..opt + 40].copy_from_slice(&0x200u32.to_le_bytes());
+        pe[opt + 60..opt + 64].copy_from_slice(&size_of_headers.to_le_bytes());
+        pe[opt + 108..opt + 112].copy_from_slice(&16u32.to_le_bytes());
+        pe
+    }
+
+    /// Fuzz finding (pe_append): SizeOfHeaders 0 made the headers vanish
+    /// from the output. Refused now; a sane value works and stays a PE.
+    #[test]
+    fn headers_are_never_dropped() {
+        let s = [NewSection {
+            name: ".osrel",
+            data: b"ID=x",
+        }];
+        let e = append_sections(&bare_pe(0), &s).unwrap_err();
+        assert!(e.to_string().contains("SizeOfHeaders 0x0"), "{e}");
+        let out = append_sections(&bare_pe(0x400), &s).unwrap();
+        let layout = PeLayout::parse(&out).unwrap();
+        assert_eq!(layout.sections[0].virtual_address % PAGE_SIZE, 0);
+        assert_eq!(layout.section_data(&out, &layout.sections[0]), b"ID=x");
+    }
 }
