@@ -8,6 +8,9 @@ fuzz_target!(|data: &[u8]| {
         let _ = m;
     }
     let _ = parse_document(data, Some("application/vnd.oci.image.index.v1+json"));
-    let _ = parse_document(data, Some("application/vnd.docker.distribution.manifest.v2+json"));
+    let _ = parse_document(
+        data,
+        Some("application/vnd.docker.distribution.manifest.v2+json"),
+    );
     let _ = parse_config(data);
 });

@@ -7,10 +7,12 @@ use sbkit::uki::stub;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(info) = stub::inspect(data) {
-        let set = info
-            .measured
-            .map(|m| m.sections)
-            .unwrap_or_else(|| stub::MEASUREMENT_ORDER.iter().map(|s| s.to_string()).collect());
+        let set = info.measured.map(|m| m.sections).unwrap_or_else(|| {
+            stub::MEASUREMENT_ORDER
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        });
         let _ = predict_uki(data, &set, &ALL_BANKS, &[PhasePath::empty()]);
     }
     let _ = stub::find_section_tables(data);
