@@ -63,4 +63,8 @@ if [ ! -x "$venv/bin/virt-fw-vars" ]; then
   "$venv/bin/pip" install -q --upgrade pip
   "$venv/bin/pip" install -q virt-firmware
 fi
+# cargo-fuzz for the libFuzzer targets in fuzz/ (scripts/fuzz.sh).
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  cargo install --locked cargo-fuzz
+fi
 echo "install-deps: done (venv: $venv)"

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use sbkit::keys::{DigestAlgorithm, FileSigner};
+use sbkit::pe::PeLayout;
+use sbkit::uki::assemble::{assemble, PcrPolicy, UkiPayload};
 use sbkit::uki::pcr::{default_phase_paths, predict_uki, PhasePath, ALL_BANKS};
 use sbkit::uki::pcrsig::{pcrpkey_pem, PcrSig, DEFAULT_SIGNED_BANKS};
 use sbkit::uki::stub::{self, MeasuredSetSource};
@@ -268,18 +270,17 @@ fn assert_matches(
 /// Builds a UKI on the 252 stub with objcopy, sections in a PE order unlike
 /// the measurement order; `.uname` is included although 252 does not measure it.
 fn build_252_uki(inputs: &Inputs) -> PathBuf {
-    use object::read::pe::PeFile64;
     let stub = stub_path(252);
     let data = fs::read(&stub).unwrap();
-    let pe = PeFile64::parse(&*data).expect("252 stub is PE32+");
-    let le = object::LittleEndian;
+    let pe = PeLayout::parse(&data).expect("252 stub is a PE");
+    assert!(pe.pe32_plus, "252 stub is PE32+");
     let end = pe
-        .section_table()
+        .sections
         .iter()
-        .map(|s| u64::from(s.virtual_address.get(le)) + u64::from(s.virtual_size.get(le)))
+        .map(|s| u64::from(s.virtual_address) + u64::from(s.virtual_size))
         .max()
         .unwrap();
-    let base = pe.nt_headers().optional_header.image_base.get(le);
+    let base = pe.image_base;
     let mut vma = (end + 0xfff) & !0xfff;
     let mut cmd = Command::new(require_tool("objcopy"));
     let vmlinuz = asset("vmlinuz");
@@ -609,4 +610,78 @@ fn pcr_signatures_verify_with_openssl() {
         }
     }
     assert_eq!(checked, 16);
+}
+
+/// build-uki's own assembly (not objcopy's, not ukify's) on each stub of the
+/// default matrix, 252 included: systemd-measure of the same generation,
+/// fed the sections objcopy extracts from our UKI, computes the PCR 11 our
+/// assembly predicted and signed into `.pcrsig`.
+#[test]
+fn our_assembled_ukis_match_systemd_measure_on_252_and_254() {
+    let inputs = Inputs::new();
+    let key = FileSigner::load(&inputs.path("priv.pem")).unwrap();
+    let linux = fs::read(asset("vmlinuz")).unwrap();
+    let initrd = fs::read(inputs.path("initrd")).unwrap();
+    let osrel = fs::read(inputs.path("osrel")).unwrap();
+    let phases = all_phases();
+    for generation in [252, 254] {
+        let stub_bytes = fs::read(stub_path(generation)).unwrap();
+        let info = stub::inspect(&stub_bytes).unwrap();
+        let measured = info.measured().unwrap().sections.clone();
+        let payload = UkiPayload {
+            linux: &linux,
+            initrd: &initrd,
+            osrel: &osrel,
+            cmdline: "console=ttyS0 quiet",
+            uname: Some("6.1.0-sbkit-test"),
+            splash: None,
+            dtb: None,
+        };
+        let policy = PcrPolicy {
+            signer: &key,
+            predicted_banks: ALL_BANKS.to_vec(),
+            signed_banks: DEFAULT_SIGNED_BANKS.to_vec(),
+            phases: default_phase_paths(),
+        };
+        let uki = assemble(&stub_bytes, &payload, &measured, Some(&policy)).unwrap();
+        let file = inputs.path(&format!("ours{generation}.efi"));
+        fs::write(&file, &uki.image).unwrap();
+        let ours = predict_uki(&uki.image, &measured, &ALL_BANKS, &phases).unwrap();
+        let at_build = uki.prediction.as_ref().unwrap();
+        for b in ALL_BANKS {
+            assert_eq!(
+                at_build.value(b, &PhasePath::empty()),
+                ours.value(b, &PhasePath::empty()),
+                "{generation}: the prediction at build time equals the one read back"
+            );
+        }
+        let mut args = Vec::new();
+        for name in &measured {
+            let n = name.trim_start_matches('.');
+            let out = inputs.path(&format!("{generation}-{n}"));
+            section_of(&file, name, &out);
+            args.push(format!("--{n}={}", out.display()));
+        }
+        let mut cmd = if generation == 252 {
+            measure_252()
+        } else {
+            measure_254()
+        };
+        let out = run_ok(
+            cmd.arg("calculate")
+                .args(args)
+                .args(bank_args())
+                .args(phase_args(&phases))
+                .arg("--json=short"),
+        );
+        let oracle = parse_calculate(&out.stdout);
+        assert_matches(
+            &oracle,
+            &ours,
+            &phases,
+            &format!(
+                "systemd-measure {generation} vs build-uki's assembly on the {generation} stub"
+            ),
+        );
+    }
 }

@@ -3,7 +3,6 @@
 
 use base64::Engine;
 use serde::Serialize;
-use sha2::Digest;
 
 use crate::keys::DigestAlgorithm;
 use crate::pe::authenticode;
@@ -71,6 +70,8 @@ pub struct InspectReport {
     pub measured_sections: Vec<String>,
     /// Predicted PCR 11 (sha256) for the empty phase path.
     pub pcr11_sha256: Option<String>,
+    /// SectionAlignment, 4 KiB alignment of every section, NX_COMPAT.
+    pub alignment: crate::pe::AlignmentReport,
     /// Signature verdict.
     pub signature: SignatureVerdict,
     /// `.pcrsig` verdict, when the UKI has one.
@@ -86,8 +87,9 @@ pub enum InspectError {
 }
 
 fn text(sections: &[crate::uki::pcr::UkiSection<'_>], name: &str) -> Option<String> {
+    // The file bytes: a zero fill adds nothing to text.
     sections.iter().find(|s| s.name == name).map(|s| {
-        String::from_utf8_lossy(&s.data)
+        String::from_utf8_lossy(s.data)
             .trim_end_matches('\0')
             .to_string()
     })
@@ -100,6 +102,9 @@ pub fn inspect(uki: &[u8], certificate: Option<&[u8]>) -> Result<InspectReport, 
         return Err(InspectError::NotUki("it has no .linux section".into()));
     }
     let info = stub::inspect(uki).map_err(|e| InspectError::NotUki(e.to_string()))?;
+    let alignment = crate::pe::PeLayout::parse(uki)
+        .map_err(|e| InspectError::NotUki(e.to_string()))?
+        .alignment_report();
     let measured = info
         .measured()
         .ok()
@@ -145,11 +150,11 @@ pub fn inspect(uki: &[u8], certificate: Option<&[u8]>) -> Result<InspectReport, 
     });
 
     let pcrsig = sections.iter().find(|s| s.name == ".pcrsig").map(|s| {
-        let doc = PcrSig::from_json(&s.data).ok();
+        let doc = PcrSig::from_json(s.data).ok();
         let public = sections
             .iter()
             .find(|s| s.name == ".pcrpkey")
-            .and_then(|k| openssl::pkey::PKey::public_key_from_pem(&k.data).ok());
+            .and_then(|k| openssl::pkey::PKey::public_key_from_pem(k.data).ok());
         let mut v = PcrSigVerdict {
             entries: 0,
             matching_prediction: 0,
@@ -206,8 +211,8 @@ pub fn inspect(uki: &[u8], certificate: Option<&[u8]>) -> Result<InspectReport, 
             .iter()
             .map(|s| SectionInfo {
                 name: s.name.clone(),
-                size: s.data.len(),
-                sha256: hex::encode(sha2::Sha256::digest(&s.data)),
+                size: s.size() as usize,
+                sha256: hex::encode(s.digest(DigestAlgorithm::Sha256)),
             })
             .collect(),
         os_release: text(&sections, ".osrel"),
@@ -215,6 +220,7 @@ pub fn inspect(uki: &[u8], certificate: Option<&[u8]>) -> Result<InspectReport, 
         uname: text(&sections, ".uname"),
         stub_version: info.version.map(|v| v.full),
         measured_sections: measured,
+        alignment,
         pcr11_sha256,
         signature,
         pcrsig,
@@ -236,6 +242,19 @@ pub fn render(r: &InspectReport) -> String {
             r.measured_sections.join(" ")
         );
     }
+    let a = &r.alignment;
+    let _ = writeln!(
+        s,
+        "alignment: SectionAlignment {:#x}, FileAlignment {:#x}, {}; NX_COMPAT {}",
+        a.section_alignment,
+        a.file_alignment,
+        if a.page_aligned {
+            "every section on a 4 KiB page".to_string()
+        } else {
+            format!("NOT 4 KiB aligned: {}", a.unaligned_sections.join(", "))
+        },
+        if a.nx_compat { "set" } else { "not set" }
+    );
     if let Some(u) = &r.uname {
         let _ = writeln!(s, "uname: {u}");
     }

@@ -116,6 +116,9 @@ pub struct EventLogError {
 struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
+    /// One past the last non-zero byte, found once: "is the rest zero?"
+    /// is asked before every event and must not rescan the log (quadratic).
+    nonzero_end: usize,
 }
 
 impl<'a> Reader<'a> {
@@ -134,7 +137,7 @@ impl<'a> Reader<'a> {
             .ok_or_else(|| {
                 self.err(format!(
                     "{what} needs {n} bytes, only {} are left",
-                    self.bytes.len() - self.at
+                    self.bytes.len().saturating_sub(self.at)
                 ))
             })?;
         let out = &self.bytes[self.at..end];
@@ -153,14 +156,23 @@ impl<'a> Reader<'a> {
     }
 
     fn rest_is_zero(&self) -> bool {
-        self.bytes[self.at..].iter().all(|b| *b == 0)
+        self.at >= self.nonzero_end
+    }
+
+    fn new(bytes: &'a [u8]) -> Self {
+        let nonzero_end = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+        Reader {
+            bytes,
+            at: 0,
+            nonzero_end,
+        }
     }
 }
 
 impl EventLog {
     /// Parses a log in either format.
     pub fn parse(bytes: &[u8]) -> Result<Self, EventLogError> {
-        let mut r = Reader { bytes, at: 0 };
+        let mut r = Reader::new(bytes);
         if bytes.is_empty() {
             return Err(r.err("the log is empty"));
         }
@@ -253,10 +265,8 @@ fn read_sha1_event(r: &mut Reader<'_>) -> Result<Event, EventLogError> {
 
 /// `TCG_EfiSpecIDEvent`: returns uintnSize in bytes and the digest size of each algorithm.
 fn parse_spec_id(data: &[u8]) -> Result<(usize, Vec<(u16, usize)>), String> {
-    let mut r = Reader {
-        bytes: data,
-        at: 16,
-    };
+    let mut r = Reader::new(data);
+    r.at = 16;
     let short = |e: EventLogError| format!("Spec ID event: {}", e.problem);
     let _platform_class = r.u32("platformClass").map_err(short)?;
     let _version = r.take(3, "spec version").map_err(short)?;
@@ -323,7 +333,7 @@ fn read_event2(r: &mut Reader<'_>, sizes: &[(u16, usize)]) -> Result<Option<Even
 
 /// `UEFI_IMAGE_LOAD_EVENT`: the image length and its device path as text.
 fn parse_image_load_event(data: &[u8], uintn: usize) -> Option<(u64, String)> {
-    let mut r = Reader { bytes: data, at: 0 };
+    let mut r = Reader::new(data);
     let _location = r.take(8, "ImageLocationInMemory").ok()?;
     let uint = |r: &mut Reader<'_>| -> Option<u64> {
         let b = r.take(uintn, "UINTN").ok()?;
@@ -440,6 +450,34 @@ mod tests {
         d.extend_from_slice(&(path.len() as u64).to_le_bytes());
         d.extend_from_slice(path);
         d
+    }
+
+    /// Issue 14: a log of many zero-filled events ending in a real one is
+    /// parsed in linear time (the old reader rescanned the rest of the log
+    /// before every event: minutes for 2 MiB).
+    #[test]
+    fn long_logs_parse_in_linear_time() {
+        let event = |event_type: u32| {
+            let mut e = Vec::new();
+            e.extend_from_slice(&0u32.to_le_bytes());
+            e.extend_from_slice(&event_type.to_le_bytes());
+            e.extend_from_slice(&[0; 20]);
+            e.extend_from_slice(&0u32.to_le_bytes());
+            e
+        };
+        let n = 65_536;
+        let mut log = event(1);
+        for _ in 0..n {
+            log.extend_from_slice(&event(0));
+        }
+        log.extend_from_slice(&event(5));
+        let started = std::time::Instant::now();
+        let parsed = EventLog::parse(&log).unwrap();
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+        assert_eq!(parsed.format, LogFormat::Sha1);
+        assert_eq!(parsed.events.len(), n + 2);
+        assert_eq!(parsed.events.last().unwrap().event_type, 5);
     }
 
     #[test]

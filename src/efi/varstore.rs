@@ -360,8 +360,14 @@ impl VarStore {
 /// Reads the records between `start` and `end`. Records whose state is
 /// `VAR_ADDED` are live; one that is `VAR_ADDED` but marked in-deleted-transition
 /// is live only when no complete copy exists (edk2's rule after an interrupted update).
+///
+/// Linear in the number of records: a later copy of a variable replaces the
+/// earlier one through an index by (name, vendor), not by rescanning.
 fn parse_records(image: &[u8], start: usize, end: usize) -> Result<Vec<Variable>, VarStoreError> {
-    let mut live: Vec<Variable> = Vec::new();
+    use std::collections::HashMap;
+    // Slots in store order; a replaced copy leaves an empty slot behind.
+    let mut live: Vec<Option<Variable>> = Vec::new();
+    let mut index: HashMap<(String, Guid), usize> = HashMap::new();
     let mut in_transition: Vec<Variable> = Vec::new();
     let mut at = start;
     while at + RECORD_HEADER_SIZE <= end {
@@ -412,19 +418,22 @@ fn parse_records(image: &[u8], start: usize, end: usize) -> Result<Vec<Variable>
                 data: image[name_at + name_size..record_end].to_vec(),
             };
             if complete {
-                live.retain(|v| !(v.name == var.name && v.vendor == var.vendor));
-                live.push(var);
+                let key = (var.name.clone(), var.vendor);
+                if let Some(old) = index.insert(key, live.len()) {
+                    live[old] = None;
+                }
+                live.push(Some(var));
             } else {
                 in_transition.push(var);
             }
         }
         at = align_up(record_end);
     }
+    let mut live: Vec<Variable> = live.into_iter().flatten().collect();
     for var in in_transition {
-        if !live
-            .iter()
-            .any(|v| v.name == var.name && v.vendor == var.vendor)
-        {
+        let key = (var.name.clone(), var.vendor);
+        if let std::collections::hash_map::Entry::Vacant(e) = index.entry(key) {
+            e.insert(live.len());
             live.push(var);
         }
     }
@@ -464,6 +473,34 @@ mod tests {
         img[s + 21] = STORE_HEALTHY;
         img[s + 22..s + 28].fill(0);
         img
+    }
+
+    /// Issue 14: a store of many records parsed in linear time (the old
+    /// reader rescanned every live variable per record: minutes here).
+    #[test]
+    fn many_records_parse_in_linear_time() {
+        let n = 100_000;
+        let mut img = empty_store(16 << 20);
+        let start = align_up(FV_HEADER_FIXED + 16 + STORE_HEADER_SIZE);
+        let mut records = Vec::new();
+        for i in 0..=n {
+            // The last record is a new copy of the first: it replaces it.
+            let name = format!("V{}", i % n);
+            Variable::new(&name, EFI_GLOBAL_VARIABLE, 7, vec![i as u8; 4])
+                .write_record(&mut records);
+            while (start + records.len()) % RECORD_ALIGNMENT != 0 {
+                records.push(ERASED);
+            }
+        }
+        img[start..start + records.len()].copy_from_slice(&records);
+        let started = std::time::Instant::now();
+        let store = VarStore::parse(img).unwrap();
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+        assert_eq!(store.variables().len(), n);
+        let last = store.variables().last().unwrap();
+        assert_eq!((last.name.as_str(), last.data[0]), ("V0", n as u8));
+        assert_eq!(store.variables()[0].name, "V1");
     }
 
     #[test]

@@ -128,8 +128,11 @@ fn der_value(tlv_bytes: &[u8]) -> Result<&[u8], der::Error> {
         der::Header::decode(&mut r)
     })?;
     let len: usize = header.length.try_into()?;
-    let header_len = tlv_bytes.len() - len;
-    Ok(&tlv_bytes[header_len..])
+    let header_len: usize = header.encoded_len()?.try_into()?;
+    tlv_bytes
+        .get(header_len..)
+        .and_then(|v| v.get(..len))
+        .ok_or_else(|| der::Tag::Sequence.length_error())
 }
 
 fn attribute(oid: Oid, value_der: &[u8]) -> Result<x509_cert::attr::Attribute, der::Error> {
@@ -215,13 +218,15 @@ pub fn verify(
     if size == 0 {
         return Err(AuthenticodeError::Unsigned);
     }
-    let table = image
-        .get(off as usize..(off + size) as usize)
-        .ok_or_else(|| AuthenticodeError::Invalid("certificate table past end of file".into()))?;
-    let len = u32::from_le_bytes(table[..4].try_into().unwrap_or([0; 4])) as usize;
-    let blob = table
-        .get(8..len.min(table.len()))
-        .ok_or_else(|| AuthenticodeError::Invalid("short WIN_CERTIFICATE".into()))?;
+    // certificate_table checked that the table lies in the file and holds 8 bytes.
+    let table =
+        crate::pe::reader::Bytes::new(image).range(off as u64, size as u64, "certificate table")?;
+    let len = u32::from_le_bytes([table[0], table[1], table[2], table[3]]) as usize;
+    let blob = table.get(8..len.min(table.len())).ok_or_else(|| {
+        AuthenticodeError::Invalid(format!(
+            "the WIN_CERTIFICATE at offset {off:#x} declares dwLength {len}, less than its 8-byte header"
+        ))
+    })?;
     let mut reader = der::SliceReader::new(blob)?;
     let ci = ContentInfo::decode(&mut reader)?;
     let sd: SignedData = ci.content.decode_as()?;

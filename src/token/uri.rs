@@ -141,7 +141,9 @@ const QUERY_ATTRIBUTES: &str = "module-path, module-name, pin-source (pin-value 
 
 /// Whether `text` is meant as a PKCS#11 URI (case-insensitive scheme).
 pub fn is_pkcs11_uri(text: &str) -> bool {
-    text.len() >= 7 && text[..7].eq_ignore_ascii_case("pkcs11:")
+    // `get`, not `[..7]`: a path such as `/tmp/ké.pem` has no char boundary at 7.
+    text.get(..7)
+        .is_some_and(|p| p.eq_ignore_ascii_case("pkcs11:"))
 }
 
 fn percent_decode(name: &str, value: &str) -> Result<Vec<u8>, UriError> {
@@ -204,7 +206,7 @@ impl Pkcs11Uri {
         if !is_pkcs11_uri(uri) {
             return Err(UriError::NotPkcs11(uri.chars().take(40).collect()));
         }
-        let rest = &uri[7..];
+        let rest = uri.get(7..).unwrap_or_default();
         let (path, query) = match rest.split_once('?') {
             Some((p, q)) => (p, Some(q)),
             None => (rest, None),
@@ -459,5 +461,9 @@ mod tests {
         assert!(is_pkcs11_uri("PKCS11:token=x"));
         assert!(!is_pkcs11_uri("/keys/db.key"));
         assert!(!is_pkcs11_uri("pkcs11"));
+        // A non-ASCII path whose 7th byte falls inside a character (issue 14).
+        assert!(!is_pkcs11_uri("/tmp/ké.pem"));
+        assert!(!is_pkcs11_uri("ключ.pem"));
+        assert!(Pkcs11Uri::parse("/tmp/ké.pem").is_err());
     }
 }

@@ -4,10 +4,11 @@
 
 use crate::keys::{DigestAlgorithm, Signer};
 use crate::pe::authenticode::{self, AuthenticodeError};
-use crate::pe::{append_sections, NewSection, PeLayout};
+use crate::pe::{append_sections_with, AppendOptions, NewSection, PeLayout, SectionContent};
 
-use super::pcr::{predict, Pcr11Prediction, PcrError, PhasePath};
+use super::pcr::{predict_contents, Pcr11Prediction, PcrError, PhasePath};
 use super::pcrsig::{pcrpkey_pem, PcrSig, PcrSigError};
+use super::sections::UkiSectionName as N;
 
 /// Assembly failed.
 #[derive(Debug, thiserror::Error)]
@@ -79,42 +80,44 @@ pub fn assemble(
         Some(p) => Some(pcrpkey_pem(&p.signer.public_key_der())?),
         None => None,
     };
+    // File order: small sections first, the large initrd and kernel last.
     let mut sections: Vec<(&str, &[u8])> = vec![
-        (".osrel", payload.osrel),
-        (".cmdline", payload.cmdline.as_bytes()),
+        (N::Osrel.as_str(), payload.osrel),
+        (N::Cmdline.as_str(), payload.cmdline.as_bytes()),
     ];
     if let Some(u) = payload.uname {
-        sections.push((".uname", u.as_bytes()));
+        sections.push((N::Uname.as_str(), u.as_bytes()));
     }
     if let Some(s) = payload.splash {
-        sections.push((".splash", s));
+        sections.push((N::Splash.as_str(), s));
     }
     if let Some(d) = payload.dtb {
-        sections.push((".dtb", d));
+        sections.push((N::Dtb.as_str(), d));
     }
     if let Some(k) = &pcrpkey {
-        sections.push((".pcrpkey", k));
+        sections.push((N::Pcrpkey.as_str(), k));
     }
     let payload_end = sections.len();
-    sections.push((".initrd", payload.initrd));
-    sections.push((".linux", payload.linux));
+    sections.push((N::Initrd.as_str(), payload.initrd));
+    sections.push((N::Linux.as_str(), payload.linux));
 
     let mut prediction = None;
     let mut pcrsig_bytes = Vec::new();
     if let Some(p) = policy {
         // The stub also measures its own sections of measured names (e.g. .sbat).
         let layout = PeLayout::parse(stub)?;
-        let stub_owned: Vec<(String, Vec<u8>)> = measured_order
+        let mut measured: Vec<(&str, SectionContent<'_>)> = sections
             .iter()
-            .filter(|n| !sections.iter().any(|(s, _)| s == n))
-            .filter_map(|n| {
-                layout
-                    .section(n)
-                    .map(|s| (n.clone(), layout.section_data(stub, s)))
-            })
+            .map(|&(n, file)| (n, SectionContent { file, zero_tail: 0 }))
             .collect();
-        let mut measured: Vec<(&str, &[u8])> = sections.clone();
-        measured.extend(stub_owned.iter().map(|(n, d)| (n.as_str(), d.as_slice())));
+        for n in measured_order {
+            if sections.iter().any(|(s, _)| s == n) {
+                continue;
+            }
+            if let Some(s) = layout.section(n) {
+                measured.push((n.as_str(), layout.section_content(stub, s)?));
+            }
+        }
         let mut phases = vec![PhasePath::empty()];
         phases.extend(p.phases.iter().cloned());
         let mut banks = p.predicted_banks.clone();
@@ -123,19 +126,26 @@ pub fn assemble(
                 banks.push(*b);
             }
         }
-        let pred = predict(&measured, measured_order, &banks, &phases)?;
+        let pred = predict_contents(&measured, measured_order, &banks, &phases)?;
         let sig = PcrSig::sign(p.signer, &pred, &p.signed_banks, &p.phases)?;
         pcrsig_bytes = sig.to_section_bytes();
         prediction = Some(pred);
     }
     if policy.is_some() {
-        sections.insert(payload_end, (".pcrsig", pcrsig_bytes.as_slice()));
+        sections.insert(payload_end, (N::Pcrsig.as_str(), pcrsig_bytes.as_slice()));
     }
     let new: Vec<NewSection<'_>> = sections
         .iter()
         .map(|(name, data)| NewSection { name, data })
         .collect();
-    let image = append_sections(stub, &new)?;
+    // NX_COMPAT only when both the stub and the kernel declare it (systemd
+    // 258's rule): the stub hands control to the kernel's own EFI entry, so
+    // the promise is only true if the kernel keeps it too.
+    let kernel_nx = PeLayout::parse(payload.linux).is_ok_and(|k| k.nx_compat());
+    let options = AppendOptions {
+        clear_nx_compat: !kernel_nx,
+    };
+    let image = append_sections_with(stub, &new, options)?;
     Ok(AssembledUki { image, prediction })
 }
 

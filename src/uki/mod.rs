@@ -7,4 +7,5 @@ pub mod entries;
 pub mod kernel;
 pub mod pcr;
 pub mod pcrsig;
+pub mod sections;
 pub mod stub;

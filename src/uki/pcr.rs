@@ -10,18 +10,18 @@
 //! `H(name + NUL)` and then `H(content)` (content = VirtualSize bytes of the
 //! loaded image). systemd-pcrphase later extends each word of the boot phase
 //! path as `H(word)`, without NUL.
+//!
+//! A section's zero fill (VirtualSize beyond its file data) is hashed from a
+//! small reused buffer, never materialised; PE reading is [`crate::pe`]'s.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
-use object::pe::ImageSectionHeader;
-use object::read::pe::{ImageNtHeaders, PeFile, PeFile32, PeFile64};
-use object::LittleEndian as LE;
 use serde::{Serialize, Serializer};
 
-use super::stub::UNIFIED_SECTIONS;
+use super::sections::{all_names, UkiSectionName};
 use crate::keys::DigestAlgorithm;
+use crate::pe::{PeError, PeLayout, SectionContent};
 
 /// The PCR the stub and systemd-pcrphase measure into.
 pub const PCR_INDEX: u32 = 11;
@@ -36,7 +36,7 @@ pub const ALL_BANKS: [DigestAlgorithm; 4] = [
 
 /// The section the stub never measures: it carries the signature of the
 /// expected measurement, so it cannot be an input to it.
-pub const PCRSIG_SECTION: &str = ".pcrsig";
+pub const PCRSIG_SECTION: &str = UkiSectionName::Pcrsig.as_str();
 
 /// A prediction that cannot be made.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +73,12 @@ pub enum PcrError {
         /// What is wrong with it.
         reason: &'static str,
     },
+}
+
+impl From<PeError> for PcrError {
+    fn from(e: PeError) -> Self {
+        PcrError::NotPe(e.0)
+    }
 }
 
 /// A boot phase path: the words systemd-pcrphase extends into PCR 11 after the
@@ -224,6 +230,37 @@ fn extend(bank: DigestAlgorithm, pcr: &mut Vec<u8>, digest: &[u8]) {
     *pcr = bank.digest(&buf);
 }
 
+/// The digest of a section as mapped (file bytes, then its zero fill),
+/// computed incrementally.
+pub fn content_digest(bank: DigestAlgorithm, content: &SectionContent<'_>) -> Vec<u8> {
+    use openssl::sha::{Sha1, Sha256, Sha384, Sha512};
+    if content.zero_tail == 0 {
+        return bank.digest(content.file);
+    }
+    match bank {
+        DigestAlgorithm::Sha1 => {
+            let mut h = Sha1::new();
+            content.feed(|b| h.update(b));
+            h.finish().to_vec()
+        }
+        DigestAlgorithm::Sha256 => {
+            let mut h = Sha256::new();
+            content.feed(|b| h.update(b));
+            h.finish().to_vec()
+        }
+        DigestAlgorithm::Sha384 => {
+            let mut h = Sha384::new();
+            content.feed(|b| h.update(b));
+            h.finish().to_vec()
+        }
+        DigestAlgorithm::Sha512 => {
+            let mut h = Sha512::new();
+            content.feed(|b| h.update(b));
+            h.finish().to_vec()
+        }
+    }
+}
+
 /// Predicts PCR 11 for the sections a caller assembles into a UKI.
 ///
 /// `sections` are `(name, content)` pairs in any order (content = exactly the
@@ -239,13 +276,28 @@ pub fn predict<S: AsRef<str>>(
     banks: &[DigestAlgorithm],
     phases: &[PhasePath],
 ) -> Result<Pcr11Prediction, PcrError> {
+    let contents: Vec<(&str, SectionContent<'_>)> = sections
+        .iter()
+        .map(|&(n, file)| (n, SectionContent { file, zero_tail: 0 }))
+        .collect();
+    predict_contents(&contents, measured_order, banks, phases)
+}
+
+/// [`predict`] over sections as the loader maps them (file bytes plus zero
+/// fill), so a section's zero tail is hashed without being allocated.
+pub fn predict_contents<S: AsRef<str>>(
+    sections: &[(&str, SectionContent<'_>)],
+    measured_order: &[S],
+    banks: &[DigestAlgorithm],
+    phases: &[PhasePath],
+) -> Result<Pcr11Prediction, PcrError> {
     if banks.is_empty() {
         return Err(PcrError::NoBanks);
     }
     if measured_order.iter().any(|n| n.as_ref() == PCRSIG_SECTION) {
         return Err(PcrError::PcrsigMeasured);
     }
-    let mut ordered: Vec<(&str, &[u8])> = Vec::new();
+    let mut ordered: Vec<(&str, SectionContent<'_>)> = Vec::new();
     for name in measured_order {
         let name = name.as_ref();
         let mut found = sections.iter().filter(|(n, _)| *n == name);
@@ -286,7 +338,7 @@ pub fn predict<S: AsRef<str>>(
                 let mut tag = name.as_bytes().to_vec();
                 tag.push(0);
                 extend(bank, &mut pcr, &bank.digest(&tag));
-                extend(bank, &mut pcr, &bank.digest(data));
+                extend(bank, &mut pcr, &content_digest(bank, data));
             }
             let phases = unique_phases
                 .iter()
@@ -311,7 +363,7 @@ pub fn predict<S: AsRef<str>>(
             .iter()
             .map(|(n, d)| MeasuredSection {
                 name: n.to_string(),
-                size: d.len() as u64,
+                size: d.len(),
             })
             .collect(),
         not_measured,
@@ -322,97 +374,62 @@ pub fn predict<S: AsRef<str>>(
 /// A section of a PE image as the firmware loader maps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UkiSection<'a> {
-    /// The name from the section header, trailing NULs removed.
+    /// The name from the section header, up to the first NUL.
     pub name: String,
-    /// VirtualSize bytes: the raw data, cut to VirtualSize or padded with the
-    /// zeros the loader fills in when VirtualSize exceeds SizeOfRawData.
-    pub data: Cow<'a, [u8]>,
+    /// The bytes in the file, cut to VirtualSize.
+    pub data: &'a [u8],
+    /// The zeros the loader fills in when VirtualSize exceeds SizeOfRawData
+    /// (the stub hashes memory, not the file); a count, never a buffer.
+    pub zero_tail: u64,
     /// The section's characteristics flags.
     pub characteristics: u32,
 }
 
-/// Reads the sections of a PE image (PE32 or PE32+) in header order.
+impl<'a> UkiSection<'a> {
+    /// The section as mapped: file bytes and zero fill.
+    pub fn content(&self) -> SectionContent<'a> {
+        SectionContent {
+            file: self.data,
+            zero_tail: self.zero_tail,
+        }
+    }
+
+    /// VirtualSize: the number of bytes the loader maps (and the stub measures).
+    pub fn size(&self) -> u64 {
+        self.content().len()
+    }
+
+    /// The digest of the mapped bytes.
+    pub fn digest(&self, bank: DigestAlgorithm) -> Vec<u8> {
+        content_digest(bank, &self.content())
+    }
+}
+
+/// Reads the sections of a PE image (PE32 or PE32+) in header order, through
+/// [`crate::pe::PeLayout`].
 pub fn read_pe_sections(pe: &[u8]) -> Result<Vec<UkiSection<'_>>, PcrError> {
-    let headers = section_headers(pe)?;
-    headers.into_iter().map(|h| section_view(pe, h)).collect()
-}
-
-/// The section headers and the certificate-table data directory
-/// (VirtualAddress, Size) of a PE32 or PE32+ image.
-pub(crate) struct PeHeaders<'a> {
-    /// The section headers, in header order.
-    pub sections: Vec<&'a ImageSectionHeader>,
-    /// Data directory 4 (VirtualAddress = file offset, Size); `(0, 0)` when unsigned.
-    pub security: (u32, u32),
-}
-
-/// Parses the headers of a PE32 or PE32+ image.
-pub(crate) fn pe_headers(pe: &[u8]) -> Result<PeHeaders<'_>, PcrError> {
-    fn collect<'a, Pe: ImageNtHeaders>(
-        file: PeFile<'a, Pe, &'a [u8]>,
-    ) -> Result<PeHeaders<'a>, PcrError> {
-        let security = file
-            .data_directory(object::pe::IMAGE_DIRECTORY_ENTRY_SECURITY)
-            .map(|d| (d.virtual_address.get(LE), d.size.get(LE)))
-            .unwrap_or((0, 0));
-        Ok(PeHeaders {
-            sections: file.section_table().iter().collect(),
-            security,
+    let layout = PeLayout::parse_headers(pe)?;
+    layout
+        .sections
+        .iter()
+        .map(|s| {
+            let file = layout
+                .section_file(pe, s)
+                .map_err(|_| PcrError::SectionOutOfFile {
+                    name: s.name.clone(),
+                    offset: s.pointer_to_raw_data,
+                    size: s.size_of_raw_data,
+                    file_len: pe.len(),
+                })?;
+            let content = layout.section_content(pe, s)?;
+            Ok(UkiSection {
+                name: s.name.clone(),
+                data: file,
+                zero_tail: content.zero_tail,
+                characteristics: s.characteristics,
+            })
         })
-    }
-    let not_pe = |e: object::Error| PcrError::NotPe(e.to_string());
-    match object::FileKind::parse(pe).map_err(not_pe)? {
-        object::FileKind::Pe32 => collect(PeFile32::parse(pe).map_err(not_pe)?),
-        object::FileKind::Pe64 => collect(PeFile64::parse(pe).map_err(not_pe)?),
-        other => Err(PcrError::NotPe(format!("file kind {other:?}"))),
-    }
-}
-
-fn section_headers(pe: &[u8]) -> Result<Vec<&ImageSectionHeader>, PcrError> {
-    Ok(pe_headers(pe)?.sections)
-}
-
-/// A section header's name: the 8 raw bytes up to the first NUL. Executables
-/// cannot use the COFF string table for longer names, and the stub compares
-/// these raw bytes too.
-pub(crate) fn header_name(h: &ImageSectionHeader) -> String {
-    String::from_utf8_lossy(h.raw_name()).into_owned()
-}
-
-/// One section as the loader maps it: VirtualSize bytes (see [`UkiSection`]).
-pub(crate) fn section_view<'a>(
-    pe: &'a [u8],
-    h: &ImageSectionHeader,
-) -> Result<UkiSection<'a>, PcrError> {
-    let name = header_name(h);
-    let virtual_size = h.virtual_size.get(LE);
-    let raw_size = h.size_of_raw_data.get(LE);
-    let offset = h.pointer_to_raw_data.get(LE);
-    let in_file = raw_size.min(virtual_size);
-    let start = offset as usize;
-    let raw = start
-        .checked_add(in_file as usize)
-        .and_then(|end| pe.get(start..end))
-        .ok_or(PcrError::SectionOutOfFile {
-            name: name.clone(),
-            offset,
-            size: raw_size,
-            file_len: pe.len(),
-        })?;
-    let data = if virtual_size > raw_size {
-        // The loader zero-fills the tail of a section whose VirtualSize
-        // exceeds its file data, and the stub hashes memory, not the file.
-        let mut v = raw.to_vec();
-        v.resize(virtual_size as usize, 0);
-        Cow::Owned(v)
-    } else {
-        Cow::Borrowed(raw)
-    };
-    Ok(UkiSection {
-        name,
-        data,
-        characteristics: h.characteristics.get(LE),
-    })
+        .collect()
 }
 
 /// Predicts PCR 11 for a finished UKI, reading its sections with
@@ -428,15 +445,15 @@ pub fn predict_uki<S: AsRef<str>>(
     let sections = read_pe_sections(uki)?;
     // The stub's own sections (.text, .data, …) are not UKI payload; keep the
     // measured ones and the UKI sections this stub skips, for the report.
-    let relevant: Vec<(&str, &[u8])> = sections
+    let relevant: Vec<(&str, SectionContent<'_>)> = sections
         .iter()
         .filter(|s| {
-            UNIFIED_SECTIONS.contains(&s.name.as_str())
+            all_names().contains(&s.name.as_str())
                 || measured_order.iter().any(|m| m.as_ref() == s.name)
         })
-        .map(|s| (s.name.as_str(), s.data.as_ref()))
+        .map(|s| (s.name.as_str(), s.content()))
         .collect();
-    predict(&relevant, measured_order, banks, phases)
+    predict_contents(&relevant, measured_order, banks, phases)
 }
 
 #[cfg(test)]
@@ -611,10 +628,14 @@ mod tests {
         ]);
         let s = read_pe_sections(&pe).unwrap();
         assert_eq!(s[0].name, ".osrel");
-        assert_eq!(&*s[0].data, b"ID=");
+        assert_eq!(s[0].data, b"ID=");
         // The loader zero-fills beyond SizeOfRawData; the stub hashes that.
-        assert_eq!(&*s[1].data, b"ro\0\0\0\0");
-        assert!(s[2].data.is_empty());
+        assert_eq!((s[1].data, s[1].zero_tail), (&b"ro"[..], 4));
+        assert_eq!(
+            s[1].digest(DigestAlgorithm::Sha256),
+            DigestAlgorithm::Sha256.digest(b"ro\0\0\0\0")
+        );
+        assert_eq!(s[2].size(), 0);
         let p = predict_uki(&pe, &MEASURED_252, &ALL_BANKS, &[PhasePath::empty()]).unwrap();
         let names: Vec<_> = p.measured.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, [".osrel", ".cmdline"], "empty .initrd is skipped");

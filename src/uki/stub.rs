@@ -15,26 +15,28 @@
 
 use std::path::Path;
 
-use object::pe::{IMAGE_SCN_CNT_CODE, IMAGE_SCN_MEM_EXECUTE};
-use object::LittleEndian as LE;
 use serde::Serialize;
 
-use super::pcr::{header_name, pe_headers, section_view, PcrError, PCRSIG_SECTION};
+use super::sections::{all_names, measured_names, UkiSectionName};
+use crate::pe::{AlignmentReport, PeError, PeLayout};
+
+/// `IMAGE_SCN_CNT_CODE`.
+const SCN_CNT_CODE: u32 = 0x0000_0020;
+/// `IMAGE_SCN_MEM_EXECUTE`.
+const SCN_MEM_EXECUTE: u32 = 0x2000_0000;
 
 /// The order in which systemd-stub measures sections into PCR 11 (upstream's
-/// `UnifiedSection` enum without `.pcrsig`). A given stub measures a subset.
-pub const MEASUREMENT_ORDER: [&str; 13] = [
-    ".linux", ".osrel", ".cmdline", ".initrd", ".ucode", ".splash", ".dtb", ".uname", ".sbat",
-    ".pcrpkey", ".profile", ".dtbauto", ".hwids",
-];
+/// `UnifiedSection` enum without `.pcrsig`; see [`UkiSectionName`]). A given
+/// stub measures a subset.
+pub const MEASUREMENT_ORDER: [&str; 13] = measured_names();
 
 /// Every name that has appeared in a stub's section table, `.pcrsig` included.
 /// The table in the binary ends at the first string not in this list (in
 /// 254.26 the linker placed `.compat` right after `.pcrpkey`).
-pub const UNIFIED_SECTIONS: [&str; 14] = [
-    ".linux", ".osrel", ".cmdline", ".initrd", ".ucode", ".splash", ".dtb", ".uname", ".sbat",
-    ".pcrsig", ".pcrpkey", ".profile", ".dtbauto", ".hwids",
-];
+pub const UNIFIED_SECTIONS: [&str; 14] = all_names();
+
+/// `.pcrsig`, the one name in the table that is never measured.
+const PCRSIG_SECTION: &str = UkiSectionName::Pcrsig.as_str();
 
 /// The start of every section table since systemd 252.
 const TABLE_START: &[u8] = b".linux\0.osrel\0.cmdline\0";
@@ -54,8 +56,8 @@ pub enum StubError {
         source: std::io::Error,
     },
     /// The PE structure is unreadable.
-    #[error(transparent)]
-    Pe(#[from] PcrError),
+    #[error("the stub is not a readable PE image: {0}")]
+    Pe(#[from] PeError),
     /// `.sbat` is not text.
     #[error("the stub's .sbat section is not UTF-8 text (SBAT is CSV); the stub is corrupt, use the one from systemd-boot-efi")]
     SbatNotText,
@@ -105,8 +107,10 @@ pub struct StubInfo {
     pub sbat: Option<String>,
     /// The measured set, unless neither method could determine it.
     pub measured: Option<MeasuredSet>,
-    /// Why a fallback was taken or a method failed, for the operator.
+    /// Why a fallback was taken or a method failed, or a risk (alignment), for the operator.
     pub notes: Vec<String>,
+    /// SectionAlignment, page alignment of its sections, NX_COMPAT.
+    pub alignment: AlignmentReport,
 }
 
 impl StubInfo {
@@ -134,20 +138,30 @@ pub fn inspect_file(path: &Path) -> Result<StubInfo, StubError> {
 
 /// Inspects a systemd-stub (or a UKI built on one) held in memory.
 pub fn inspect(pe: &[u8]) -> Result<StubInfo, StubError> {
-    let headers = pe_headers(pe)?;
-    let signed = headers.security.1 != 0;
+    let layout = PeLayout::parse(pe)?;
+    let signed = layout.certificate_table(pe)?.1 != 0;
     let mut notes = Vec::new();
+    let alignment = layout.alignment_report();
+    if !alignment.page_aligned {
+        notes.push(format!(
+            "the stub's own sections are not all on 4 KiB pages (SectionAlignment {:#x}{}{}): firmware that enforces page-granular memory protection (NX / W^X image protection) may refuse to load the UKI, hang or reboot-loop; sbkit puts every section it adds on a 4 KiB boundary but cannot move the stub's own, so prefer a stub built with 4 KiB SectionAlignment (systemd 253 or newer)",
+            alignment.section_alignment,
+            if alignment.unaligned_sections.is_empty() { "" } else { "; " },
+            alignment.unaligned_sections.join(", ")
+        ));
+    }
 
     let mut sdmagic = None;
     let mut sbat = None;
     let mut tables: Vec<Vec<String>> = Vec::new();
-    for h in &headers.sections {
-        let name = header_name(h);
-        let section = section_view(pe, h)?;
-        match name.as_str() {
-            ".sdmagic" => sdmagic = Some(section.data.clone()),
+    for h in &layout.sections {
+        let name = h.name.as_str();
+        // Only the file bytes matter here: a zero fill holds no strings.
+        let data = layout.section_file(pe, h)?;
+        match name {
+            ".sdmagic" => sdmagic = Some(data),
             ".sbat" => {
-                let text = section.data.split(|&b| b == 0).next().unwrap_or_default();
+                let text = data.split(|&b| b == 0).next().unwrap_or_default();
                 let text = std::str::from_utf8(text).map_err(|_| StubError::SbatNotText)?;
                 sbat = Some(text.to_string());
             }
@@ -155,9 +169,9 @@ pub fn inspect(pe: &[u8]) -> Result<StubInfo, StubError> {
         }
         // Skip code, and the payload sections of a UKI: an initrd or kernel may
         // well contain a copy of some stub, whose table is not this stub's.
-        let executable = h.characteristics.get(LE) & (IMAGE_SCN_MEM_EXECUTE | IMAGE_SCN_CNT_CODE);
-        if executable == 0 && !UNIFIED_SECTIONS.contains(&name.as_str()) {
-            for t in find_section_tables(&section.data) {
+        let executable = h.characteristics & (SCN_MEM_EXECUTE | SCN_CNT_CODE);
+        if executable == 0 && UkiSectionName::from_name(name).is_none() {
+            for t in find_section_tables(data) {
                 if !tables.contains(&t) {
                     tables.push(t);
                 }
@@ -166,7 +180,6 @@ pub fn inspect(pe: &[u8]) -> Result<StubInfo, StubError> {
     }
 
     let version = sdmagic
-        .as_deref()
         .and_then(parse_sdmagic)
         .or_else(|| parse_sdmagic(pe));
     if version.is_none() {
@@ -221,13 +234,14 @@ pub fn inspect(pe: &[u8]) -> Result<StubInfo, StubError> {
         sbat,
         measured,
         notes,
+        alignment,
     })
 }
 
 /// Parses `#### LoaderInfo: systemd-stub 254.26-1~bpo12+1 ####` anywhere in `data`.
 fn parse_sdmagic(data: &[u8]) -> Option<StubVersion> {
     let start = find(data, SDMAGIC_PREFIX)? + SDMAGIC_PREFIX.len();
-    let rest = &data[start..];
+    let rest = data.get(start..)?;
     let end = rest
         .iter()
         .position(|&b| b == b' ' || b == 0)
@@ -238,8 +252,19 @@ fn parse_sdmagic(data: &[u8]) -> Option<StubVersion> {
     Some(StubVersion { full, major })
 }
 
+/// The first occurrence of `needle`: candidates are found by its first byte
+/// (memchr-like), so a long run of other bytes is skipped quickly.
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    let first = *needle.first()?;
+    let mut from = 0;
+    while let Some(rel) = haystack.get(from..)?.iter().position(|&b| b == first) {
+        let at = from + rel;
+        if haystack.get(at..at + needle.len())? == needle {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
 }
 
 /// All section-name tables in `data`: runs of NUL-terminated strings starting
@@ -250,14 +275,17 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 pub fn find_section_tables(data: &[u8]) -> Vec<Vec<String>> {
     let mut found = Vec::new();
     let mut from = 0;
-    while let Some(rel) = find(&data[from..], TABLE_START) {
+    while let Some(rel) = data.get(from..).and_then(|d| find(d, TABLE_START)) {
         let at = from + rel;
         from = at + 1;
-        if at > 0 && data[at - 1] != 0 {
+        if at > 0 && data.get(at - 1) != Some(&0) {
             continue;
         }
         let mut names = Vec::new();
-        for s in data[at..].split(|&b| b == 0) {
+        for s in data[at..]
+            .split(|&b| b == 0)
+            .take(UNIFIED_SECTIONS.len() + 1)
+        {
             match std::str::from_utf8(s) {
                 Ok(s) if UNIFIED_SECTIONS.contains(&s) => names.push(s.to_string()),
                 _ => break,
