@@ -14,6 +14,12 @@
 //! - [`provision`]: token-held signing keys: generate in memory, back up, load onto PKCS#11 tokens and YubiKey PIV cards, verify, audit.
 //! - [`progress`]: how long-running library work reports progress (implemented with bars in `cli`).
 //! - [`names`]: checks on names and values that become file names or configuration lines.
+//! - [`lifecycle`]: changes to an enrolled chain of trust (KEK-signed db/dbx append updates).
+//! - [`tpm`]: what the TPM will measure, predicted (PCR 7; PCR 11 lives in [`uki`]).
+//!
+//! Every public item is documented: the lint below keeps it so.
+
+#![warn(missing_docs)]
 
 pub mod backup;
 pub mod build_uki;

@@ -153,6 +153,7 @@ pub struct BuildUkiArgs {
     pub json: bool,
 }
 
+/// build-uki's subcommands (without one, it builds).
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Show a UKI's sections, signature and PCR policy.

@@ -18,6 +18,7 @@ pub struct EnrollArgs {
     pub command: Command,
 }
 
+/// enroll's subcommands, one per way into firmware (and `status`, `pcr7`).
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Show SetupMode, SecureBoot and the contents of PK, KEK, db and dbx.
