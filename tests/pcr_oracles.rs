@@ -9,10 +9,10 @@
 
 mod common;
 
-use common::tools::require_tool;
+use common::tools::{require_tool, run_ok};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use sbkit::keys::{DigestAlgorithm, FileSigner};
 use sbkit::pe::PeLayout;
@@ -38,20 +38,6 @@ fn asset(rel: &str) -> PathBuf {
         p.display()
     );
     p
-}
-
-fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn stub_path(generation: u32) -> PathBuf {
