@@ -229,19 +229,13 @@ fn systemd_measure_254_agrees_with_the_reported_pcr11() {
     let efi = out.join("norole.efi");
     let sections = work.path().join("sections");
     fs::create_dir(&sections).unwrap();
-    let mut args = Vec::new();
-    for s in [
-        "linux", "osrel", "cmdline", "initrd", "uname", "sbat", "pcrpkey",
-    ] {
-        let file = sections.join(s);
-        run_ok(
-            Command::new(require_tool("objcopy"))
-                .args(["-O", "binary", &format!("--only-section=.{s}")])
-                .arg(&efi)
-                .arg(&file),
-        );
-        args.push(format!("--{s}={}", file.display()));
-    }
+    let args = measure_args(
+        &efi,
+        &[
+            "linux", "osrel", "cmdline", "initrd", "uname", "sbat", "pcrpkey",
+        ],
+        &sections,
+    );
     let root254 = Assets::locate().systemd_root(254);
     let measure = root254.join("lib/systemd/systemd-measure");
     assert!(
@@ -533,6 +527,24 @@ fn a_command_line_over_the_kernel_limit_is_built_with_a_warning() {
     );
 }
 
+/// Extracts the sections `names` (without the dot) of `efi` into `dir` with
+/// objcopy and returns systemd-measure's `--NAME=FILE` arguments for them.
+fn measure_args(efi: &Path, names: &[&str], dir: &Path) -> Vec<String> {
+    names
+        .iter()
+        .map(|name| {
+            let file = dir.join(name);
+            run_ok(
+                Command::new(require_tool("objcopy"))
+                    .args(["-O", "binary", &format!("--only-section=.{name}")])
+                    .arg(efi)
+                    .arg(&file),
+            );
+            format!("--{name}={}", file.display())
+        })
+        .collect()
+}
+
 /// The `.pcrsig` build-uki embedded, as JSON (the section is NUL-padded).
 fn embedded_pcrsig(efi: &Path, dir: &Path) -> serde_json::Value {
     let out = dir.join("pcrsig.json");
@@ -598,18 +610,15 @@ fn signed_phases_follow_the_boot_model_on_both_stubs() {
             report["phases"]
         );
         let efi = out.join("norole.efi");
-        let mut args = Vec::new();
-        for s in report["measured_sections"].as_array().unwrap() {
-            let name = s.as_str().unwrap().trim_start_matches('.');
-            let file = out.join(format!("section-{name}"));
-            run_ok(
-                Command::new(require_tool("objcopy"))
-                    .args(["-O", "binary", &format!("--only-section=.{name}")])
-                    .arg(&efi)
-                    .arg(&file),
-            );
-            args.push(format!("--{name}={}", file.display()));
-        }
+        let names: Vec<&str> = report["measured_sections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().trim_start_matches('.'))
+            .collect();
+        let sections = out.join("sections");
+        fs::create_dir(&sections).unwrap();
+        let args = measure_args(&efi, &names, &sections);
         let theirs = run_ok(
             Command::new(root254.join("lib/systemd/systemd-measure"))
                 .env(

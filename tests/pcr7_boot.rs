@@ -12,12 +12,13 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::guest::Assets;
 use common::qemu::{self, BootOutcome, BootSpec, Firmware, Media, Tpm};
 use common::rootfs::busybox_rootfs;
 use common::tools::{genkey, our_bin, run_ok};
+use common::uki_guest::build_uki_on;
 use sbkit::efi::varstore::VarStore;
 use sbkit::keys::algorithm::DigestAlgorithm;
 use sbkit::tpm::pcr7::{self, SecureBootVariables};
@@ -69,21 +70,6 @@ fn add_append_writer(root: &Path, appends: &[(&str, Vec<u8>)]) {
     for (variable, payload) in appends {
         fs::write(root.join(format!("sbkit/append-{variable}.bin")), payload).unwrap();
     }
-}
-
-/// `build-uki dir:ROOT -t uki` with `keys` on the systemd `stub` generation.
-fn build_uki(root: &Path, keys: &Path, out: &Path, stub: u32) -> PathBuf {
-    run_ok(
-        our_bin("build-uki")
-            .arg(format!("dir:{}", root.display()))
-            .args(["-t", "uki", "--cmdline", "console=ttyS0 panic=-1", "-d"])
-            .arg(out)
-            .arg("-k")
-            .arg(keys)
-            .arg("--stub")
-            .arg(Assets::locate().stub(stub)),
-    );
-    out.join("norole.efi")
 }
 
 /// Boots `efi` as the removable-media loader with `vars` and a fresh swtpm.
@@ -144,7 +130,7 @@ fn predicted_pcr7_equals_the_guests_for_both_stubs_and_both_store_writers() {
     // Our keys only, 252 stub, the store written by our `enroll ovmf`.
     let ours = w.join("ours");
     genkey("Acme Corp", &ours, &["--microsoft", "none"]);
-    let efi252 = build_uki(&root, &ours, &w.join("build252"), 252);
+    let efi252 = build_uki_on(&root, &ours, &w.join("build252"), 252);
     let vars_ours = w.join("vars-ours.fd");
     run_ok(
         our_bin("enroll")
@@ -193,7 +179,7 @@ fn predicted_pcr7_equals_the_guests_for_both_stubs_and_both_store_writers() {
             .arg("-o")
             .arg(&append_auth),
     );
-    let revoked = build_uki(&root, &ours, &w.join("build-revoked"), 254);
+    let revoked = build_uki_on(&root, &ours, &w.join("build-revoked"), 254);
     let dbx_auth = w.join("dbx-append.auth");
     run_ok(
         our_bin("genkey")
@@ -259,7 +245,7 @@ fn predicted_pcr7_equals_the_guests_for_both_stubs_and_both_store_writers() {
         &appender,
         &[("db", payload(&append_auth)), ("dbx", payload(&dbx_auth))],
     );
-    let efi_append = build_uki(&appender, &ours, &w.join("build-append"), 252);
+    let efi_append = build_uki_on(&appender, &ours, &w.join("build-append"), 252);
     let first = boot(w, "append-1", &efi_append, &vars_ours);
     assert_guest_pcr7(&first, &predicted, "before the append");
     for variable in ["db", "dbx"] {
@@ -295,7 +281,7 @@ fn predicted_pcr7_equals_the_guests_for_both_stubs_and_both_store_writers() {
     // Our keys plus Microsoft's, 254 stub, the store written by virt-fw-vars.
     let with_ms = w.join("with-ms");
     genkey("Acme Corp", &with_ms, &[]);
-    let efi254 = build_uki(&root, &with_ms, &w.join("build254"), 254);
+    let efi254 = build_uki_on(&root, &with_ms, &w.join("build254"), 254);
     let vars_ms = common::uki_guest::enrolled_store(w, &with_ms);
     let predicted_ms = predict_from_store(&vars_ms, &efi254);
     assert_ne!(

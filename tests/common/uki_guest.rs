@@ -48,6 +48,11 @@ pub fn efivar_rootfs(root: &Path) {
 
 /// `build-uki dir:ROOT -t uki` signed with `keys` (systemd 254 stub); returns the UKI.
 pub fn build_uki(root: &Path, keys: &Path, out: &Path) -> PathBuf {
+    build_uki_on(root, keys, out, 254)
+}
+
+/// [`build_uki`] on the systemd `generation` stub (252 or 254).
+pub fn build_uki_on(root: &Path, keys: &Path, out: &Path, generation: u32) -> PathBuf {
     run_ok(
         our_bin("build-uki")
             .arg(format!("dir:{}", root.display()))
@@ -56,7 +61,7 @@ pub fn build_uki(root: &Path, keys: &Path, out: &Path) -> PathBuf {
             .arg("-k")
             .arg(keys)
             .arg("--stub")
-            .arg(Assets::locate().stub(254)),
+            .arg(Assets::locate().stub(generation)),
     );
     let uki = out.join("norole.efi");
     assert!(uki.is_file(), "build-uki wrote no {}", uki.display());
