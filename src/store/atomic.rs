@@ -67,13 +67,7 @@ fn io_err<'a>(
     path: &'a Path,
 ) -> impl FnOnce(std::io::Error) -> WriteError + 'a {
     move |source| {
-        let hint = match source.kind() {
-            std::io::ErrorKind::PermissionDenied => {
-                " (permission denied: choose another output directory or fix its permissions)"
-            }
-            std::io::ErrorKind::ReadOnlyFilesystem => " (read-only file system)",
-            _ => "",
-        };
+        let hint = super::write::io_hint(source.kind());
         WriteError::Io {
             action,
             path: path.display().to_string(),

@@ -55,19 +55,24 @@ pub enum FileWriteError {
     },
 }
 
+/// What to tell the user after an I/O error of `kind` while writing, if anything.
+pub fn io_hint(kind: std::io::ErrorKind) -> &'static str {
+    match kind {
+        std::io::ErrorKind::PermissionDenied => {
+            " (permission denied: choose another output directory or fix its permissions)"
+        }
+        std::io::ErrorKind::ReadOnlyFilesystem => " (read-only file system)",
+        _ => "",
+    }
+}
+
 /// A closure that turns an I/O error into a [`FileWriteError`] naming `path`.
 pub fn io_error<'a>(
     action: &'static str,
     path: &'a Path,
 ) -> impl FnOnce(std::io::Error) -> FileWriteError + 'a {
     move |source| {
-        let hint = match source.kind() {
-            std::io::ErrorKind::PermissionDenied => {
-                " (permission denied: choose another output directory or fix its permissions)"
-            }
-            std::io::ErrorKind::ReadOnlyFilesystem => " (read-only file system)",
-            _ => "",
-        };
+        let hint = io_hint(source.kind());
         FileWriteError::Io {
             action,
             path: path.to_path_buf(),
