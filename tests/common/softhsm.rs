@@ -72,6 +72,67 @@ impl SoftHsm {
             .env("SBKIT_PKCS11_PIN", USER_PIN);
     }
 
+    /// Initialises one more token labelled `label` in the first free slot
+    /// (two YubiKeys are two tokens with the same label).
+    pub fn add_token(&self, label: &str) {
+        run_ok(self.command("softhsm2-util").args([
+            "--init-token",
+            "--free",
+            "--label",
+            label,
+            "--pin",
+            USER_PIN,
+            "--so-pin",
+            SO_PIN,
+        ]));
+    }
+
+    /// Serial numbers of the initialised tokens labelled `label`, as
+    /// `softhsm2-util --show-slots` prints them.
+    pub fn serials(&self, label: &str) -> Vec<String> {
+        let out = run_ok(self.command("softhsm2-util").arg("--show-slots"));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut serials = Vec::new();
+        let mut serial = String::new();
+        for line in text.lines() {
+            let line = line.trim();
+            if let Some(s) = line.strip_prefix("Serial number:") {
+                serial = s.trim().to_string();
+            }
+            if let Some(l) = line.strip_prefix("Label:") {
+                if l.trim() == label && !serial.is_empty() {
+                    serials.push(serial.clone());
+                }
+            }
+        }
+        serials
+    }
+
+    /// `pkcs11-tool` on this store's token with serial number `serial`.
+    /// Tokens that share a label are told apart by slot: pkcs11-tool's slot
+    /// list is the independent view of which slot holds that serial.
+    pub fn pkcs11_tool(&self, serial: &str) -> Command {
+        let slots = run_ok(self.command("pkcs11-tool").args(["--module", MODULE, "-L"]));
+        let text = String::from_utf8_lossy(&slots.stdout).into_owned();
+        let mut slot = None;
+        let mut current = None;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("Slot ") {
+                current = rest
+                    .split_whitespace()
+                    .nth(1)
+                    .map(|s| s.trim_start_matches('(').trim_end_matches("):").to_string());
+            }
+            if line.contains("serial num") && line.contains(serial) {
+                slot = current.clone();
+            }
+        }
+        let slot = slot.unwrap_or_else(|| panic!("no slot with serial {serial} in\n{text}"));
+        let mut c = self.command("pkcs11-tool");
+        c.args(["--module", MODULE, "--slot", &slot]);
+        c
+    }
+
     /// Imports a PEM private key (and its public key) as `label` with CKA_ID `id_hex`.
     pub fn import(&self, key: &Path, label: &str, id_hex: &str) {
         run_ok(

@@ -85,6 +85,22 @@ pub fn run_fails(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Both output streams of a finished command, stdout first, for messages
+/// that may land on either.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A command's stdout as JSON, panicking with both streams when it is not.
+pub fn json_stdout(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", output_text(out)))
+}
+
 /// `genkey NAME -o DIR` plus extra arguments.
 pub fn genkey(name: &str, dir: &Path, extra: &[&str]) -> Output {
     run_ok(our_bin("genkey").arg(name).arg("-o").arg(dir).args(extra))

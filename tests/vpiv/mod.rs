@@ -18,7 +18,7 @@ pub mod applet;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,10 @@ use applet::Piv;
 
 /// The vpcd reader driver (Debian's vsmartcard-vpcd).
 pub const VPCD_DRIVER: &str = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so";
+
+/// OpenSC's PKCS#11 module (Debian's opensc-pkcs11), the independent
+/// PKCS#11 view of the cards.
+pub const OPENSC_MODULE: &str = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so";
 
 /// A private pcscd with virtual cards.
 pub struct VirtualPcsc {
@@ -189,6 +193,43 @@ impl VirtualPcsc {
     /// Points a client command at this pcscd.
     pub fn apply(&self, c: &mut Command) {
         c.env("PCSCLITE_CSOCK_NAME", &self.socket);
+    }
+
+    /// Runs Yubico's `ykman` on the card in `reader` (its output is judged
+    /// by the caller, so a failure is returned, not a panic).
+    pub fn ykman(&self, reader: &str, args: &[&str]) -> Output {
+        let mut c = Command::new(super::common::tools::require_tool("ykman"));
+        self.apply(&mut c);
+        c.args(["--reader", reader]).args(args);
+        c.output().unwrap()
+    }
+
+    /// `pkcs11-tool` with OpenSC's module on the slot whose description is
+    /// `reader`.
+    pub fn pkcs11_tool(&self, reader: &str) -> Command {
+        use super::common::tools::{require_tool, run_ok};
+        assert!(
+            Path::new(OPENSC_MODULE).is_file(),
+            "{OPENSC_MODULE} missing: run scripts/install-deps.sh (opensc-pkcs11); tests never skip"
+        );
+        let mut l = Command::new(require_tool("pkcs11-tool"));
+        self.apply(&mut l);
+        let list = run_ok(l.args(["--module", OPENSC_MODULE, "-L"]));
+        let t = String::from_utf8_lossy(&list.stdout).into_owned();
+        let slot = t
+            .lines()
+            .filter(|line| line.starts_with("Slot ") && line.contains(reader))
+            .filter_map(|line| {
+                line.split_whitespace()
+                    .nth(2)
+                    .map(|s| s.trim_start_matches('(').trim_end_matches("):").to_string())
+            })
+            .next_back()
+            .unwrap_or_else(|| panic!("no slot for {reader}:\n{t}"));
+        let mut c = Command::new(require_tool("pkcs11-tool"));
+        self.apply(&mut c);
+        c.args(["--module", OPENSC_MODULE, "--slot", &slot]);
+        c
     }
 }
 
