@@ -1,5 +1,5 @@
-//! Key directories and the files enroll writes, under attack and under
-//! interruption.
+//! Key directories, the files enroll writes and build-uki's outputs, under
+//! attack and under interruption.
 //!
 //! - A `COMMIT.json` planted in a key directory's staging area is not
 //!   trusted: names that leave the directory (`..`, absolute paths, paths
@@ -33,7 +33,10 @@ fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         for e in entries {
             let p = e.unwrap().path();
             let rel = p.strip_prefix(base).unwrap().display().to_string();
-            if rel.starts_with("replaced-") || rel.starts_with(".sbkit-staging") {
+            if rel.starts_with("replaced-")
+                || rel.starts_with(".sbkit-staging")
+                || rel.starts_with(".sbkit-stage-")
+            {
                 continue;
             }
             let meta = fs::symlink_metadata(&p).unwrap();
@@ -504,7 +507,9 @@ fn token_objects(hsm: &common::softhsm::SoftHsm) -> (usize, usize, usize) {
 /// reaches the token only after its backup is complete, fsynced and opens
 /// (an interrupted create never leaves a token key without a backup); the
 /// backup is never half-written and never readable by others; and running
-/// `restore --replace` from that backup brings the token to the complete set.
+/// `restore` from that backup (no `--replace`: the objects on the token are
+/// recognised as part of the same key) brings the token to the complete set,
+/// while objects of another key under the ID are still refused.
 #[test]
 fn token_create_and_restore_interrupted_at_every_step_never_lose_the_backup() {
     use common::softhsm::SoftHsm;
@@ -569,8 +574,8 @@ fn token_create_and_restore_interrupted_at_every_step_never_lose_the_backup() {
             );
             if objects != (1, 1, 1) {
                 with_backup_only += 1;
-                // Finish from the backup.
-                run_ok(&mut genkey_token(&hsm, &["restore", "--replace"], &backup));
+                // Finish from the backup: what is on the token is its key.
+                run_ok(&mut genkey_token(&hsm, &["restore"], &backup));
                 assert_eq!(
                     token_objects(&hsm),
                     (1, 1, 1),
@@ -611,12 +616,10 @@ fn token_create_and_restore_interrupted_at_every_step_never_lose_the_backup() {
         let objects = token_objects(&hsm);
         if objects != (0, 0, 0) && objects != (1, 1, 1) {
             partial += 1;
-            // A plain rerun refuses and names the leftover objects; --replace completes.
-            let err = run_fails(&mut genkey_token(&hsm, &["restore"], &backup));
-            assert!(err.contains("--replace"), "crash point {n}: {err}");
         }
         if objects != (1, 1, 1) {
-            run_ok(&mut genkey_token(&hsm, &["restore", "--replace"], &backup));
+            // A plain rerun completes the set.
+            run_ok(&mut genkey_token(&hsm, &["restore"], &backup));
             assert_eq!(
                 token_objects(&hsm),
                 (1, 1, 1),
@@ -631,4 +634,148 @@ fn token_create_and_restore_interrupted_at_every_step_never_lose_the_backup() {
         partial >= 1,
         "the interruptions must fall between token objects"
     );
+
+    // Objects of another key under the same ID are never taken for ours.
+    let other = SoftHsm::create(&w.join("other"), "mkosi");
+    run_ok(&mut genkey_token(
+        &other,
+        &["create", "--key-type", "rsa2048"],
+        &w.join("other.age"),
+    ));
+    let err = run_fails(&mut genkey_token(&other, &["restore"], &backup));
+    assert!(
+        err.contains("already holds objects") && err.contains("--replace"),
+        "{err}"
+    );
+    assert_eq!(token_objects(&other), (1, 1, 1));
+}
+
+/// The inputs of an interrupted build-uki: keys, a kernel, a small initrd
+/// (no rootfs: each of the many runs stays short) and an os-release.
+struct UkiInputs {
+    keys: PathBuf,
+    initrd: PathBuf,
+    os_release: PathBuf,
+}
+
+/// build-uki into `out` with `stub`, two entries (four outputs).
+fn build_uki_with_stub(i: &UkiInputs, out: &Path, cmdline: &str, stub: &Path) -> Command {
+    let mut c = our_bin("build-uki");
+    c.arg("--kernel")
+        .arg(common::guest::Assets::locate().kernel())
+        .arg("--initrd")
+        .arg(&i.initrd)
+        .arg("--os-release")
+        .arg(&i.os_release)
+        .args(["-t", "uki", "--stub"])
+        .arg(stub)
+        .arg("-d")
+        .arg(out)
+        .arg("-k")
+        .arg(&i.keys)
+        .args([
+            "--cmdline",
+            cmdline,
+            "--single-efi-cmdline",
+            "Debug: rd.debug",
+            // The loader entries then differ between the old and new run too.
+            "--include-cmdline-in-config",
+        ])
+        .env("SOURCE_DATE_EPOCH", EPOCH);
+    c
+}
+
+/// [`build_uki_with_stub`] with the systemd 254 stub.
+fn build_uki_cmd(i: &UkiInputs, out: &Path, cmdline: &str) -> Command {
+    build_uki_with_stub(i, out, cmdline, &common::guest::Assets::locate().stub(254))
+}
+
+#[test]
+fn build_uki_interrupted_at_every_step_leaves_the_old_outputs_or_the_new_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let w = tmp.path();
+    let inputs = UkiInputs {
+        keys: w.join("keys"),
+        initrd: w.join("initrd.img"),
+        os_release: w.join("os-release"),
+    };
+    genkey("Acme Corp", &inputs.keys, &[]);
+    fs::write(&inputs.initrd, b"a small initrd stand-in").unwrap();
+    fs::write(&inputs.os_release, "NAME=Plain\n").unwrap();
+    let old = w.join("old");
+    fs::create_dir(&old).unwrap();
+    fs::write(old.join("notes.txt"), b"not build-uki's").unwrap();
+    run_ok(&mut build_uki_cmd(&inputs, &old, "console=ttyS0 old"));
+    let complete = w.join("complete");
+    copy_tree(&old, &complete);
+    run_ok(&mut build_uki_cmd(&inputs, &complete, "console=ttyS0 new"));
+    let (old_set, new_set) = (snapshot(&old), snapshot(&complete));
+    assert_eq!(old_set.len(), 5, "{:?}", old_set.keys());
+    assert_eq!(
+        new_set.keys().collect::<Vec<_>>(),
+        old_set.keys().collect::<Vec<_>>()
+    );
+    assert!(old_set
+        .iter()
+        .all(|(k, v)| k == "notes.txt" || new_set[k] != *v));
+
+    let (mut saw_old, mut saw_new) = (0, 0);
+    for n in 1.. {
+        let out = w.join(format!("out{n}"));
+        copy_tree(&old, &out);
+        let finished = run_crashing_at(&mut build_uki_cmd(&inputs, &out, "console=ttyS0 new"), n);
+        // Before any recovery: every output whole, old or new, nothing else
+        // visible, and the staging area private.
+        let seen = snapshot(&out);
+        assert_eq!(
+            seen.keys().collect::<Vec<_>>(),
+            old_set.keys().collect::<Vec<_>>(),
+            "crash point {n}"
+        );
+        for (name, bytes) in &seen {
+            assert!(
+                *bytes == old_set[name] || *bytes == new_set[name],
+                "crash point {n}: {name} is neither the old nor the new output"
+            );
+        }
+        for e in fs::read_dir(&out).unwrap().flatten() {
+            let meta = fs::symlink_metadata(e.path()).unwrap();
+            if meta.is_dir() {
+                assert_eq!(meta.permissions().mode() & 0o077, 0, "crash point {n}");
+            }
+        }
+        // The next run into the directory finishes or discards the
+        // interrupted one first, even though it fails itself (its stub is
+        // not a PE file): afterwards the set is whole.
+        let not_a_stub = out.join("notes.txt");
+        let err = run_fails(&mut build_uki_with_stub(
+            &inputs,
+            &out,
+            "console=ttyS0 other",
+            &not_a_stub,
+        ));
+        assert!(err.contains("notes.txt"), "crash point {n}: {err}");
+        let after = snapshot(&out);
+        if after == old_set {
+            saw_old += 1;
+        } else if after == new_set {
+            saw_new += 1;
+        } else {
+            panic!("crash point {n}: the outputs are a mix after the next run");
+        }
+        let leftovers: Vec<String> = fs::read_dir(&out)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with(".sbkit"))
+            .collect();
+        assert!(leftovers.is_empty(), "crash point {n}: {leftovers:?}");
+        fs::remove_dir_all(&out).unwrap();
+        if finished {
+            assert_eq!(after, new_set);
+            break;
+        }
+    }
+    // Crashes before the commit marker leave the old set, after it the new.
+    assert!(saw_old > 1 && saw_new > 1, "old {saw_old}, new {saw_new}");
 }

@@ -174,10 +174,20 @@ fn containers_get_exactly_the_named_mounts_the_token_device_and_no_network() {
 /// Runs `sbkit ARGS` in `cwd` keeping the tool's container; returns the
 /// output and `docker inspect` of the container (then removed).
 fn sbkit_kept(cwd: &Path, args: &[String]) -> (std::process::Output, serde_json::Value) {
+    sbkit_kept_with(cwd, args, &[])
+}
+
+/// [`sbkit_kept`] with `env` set in the launcher's environment.
+fn sbkit_kept_with(
+    cwd: &Path,
+    args: &[String],
+    env: &[(&str, &str)],
+) -> (std::process::Output, serde_json::Value) {
     let out = Command::new(env!("CARGO_BIN_EXE_sbkit"))
         .args(args)
         .current_dir(cwd)
         .env(sbkit::launcher::run::KEEP_ENV, "1")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -560,4 +570,65 @@ fn test_boot_in_the_qemu_image_gives_verdicts() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("Access Denied"), "{stdout}");
+}
+
+/// A secret the user hands over as `env:VAR` reaches the tool in its
+/// container (the run succeeds only if it does), and no other variable of
+/// the caller's environment does.
+#[test]
+fn a_secret_named_as_env_var_reaches_the_container_and_nothing_else_does() {
+    require_image("genkey");
+    let work = tempfile::tempdir().unwrap();
+    let args: Vec<String> = [
+        "genkey",
+        "Acme Corp",
+        "--layout",
+        "hardened",
+        "--passphrase",
+        "env:LAUNCHED_BACKUP_PASS",
+        "-o",
+        "keys",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (out, info) = sbkit_kept_with(
+        work.path(),
+        &args,
+        &[
+            ("LAUNCHED_BACKUP_PASS", "a launcher passphrase long enough"),
+            ("UNRELATED_CLOUD_TOKEN", "must-not-leak"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(work
+        .path()
+        .join("keys")
+        .join(sbkit::store::hardened::encrypted_key(
+            sbkit::store::layout::Role::Db
+        ))
+        .is_file());
+    let env: Vec<String> = serde_json::from_value(info["Config"]["Env"].clone()).unwrap();
+    assert!(
+        env.contains(&"LAUNCHED_BACKUP_PASS=a launcher passphrase long enough".to_string()),
+        "{env:?}"
+    );
+    assert!(!env.iter().any(|e| e.contains("must-not-leak")), "{env:?}");
+
+    // test-boot signs nothing: a token for it is refused, not ignored.
+    let out = Command::new(env!("CARGO_BIN_EXE_sbkit"))
+        .args(["--token", "test-boot", "x.efi"])
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("test-boot signs nothing"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

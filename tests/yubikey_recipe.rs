@@ -249,18 +249,34 @@ impl House {
         }
     }
 
-    /// Gives every card a CHUID with ykman (Yubico's advice for a fresh
-    /// card). OpenSC takes a PIV token's serial from the CHUID, so two
-    /// cards without one both show serial 00000000, and genkey's check
-    /// after the import then finds "2 tokens match" and fails (a product
-    /// issue, reported with this change). No-op for SoftHSM2, whose tokens
-    /// have serials of their own.
-    fn give_cards_distinct_serials(&self) {
+    /// Cards are told apart by OpenSC (not our code): after genkey
+    /// prepared them, each has a CHUID and so its own serial number (two
+    /// factory cards without one would both be 00000000 and a URI could
+    /// not pick one). SoftHSM2 tokens have serials of their own.
+    fn check_distinct_serials(&self) {
         if let Store::Piv(pcsc) = &self.store {
-            for r in &self.tokens {
-                let chuid = pcsc.ykman(r, &["piv", "objects", "generate", "chuid", "-P", NEW_PIN]);
-                assert!(chuid.status.success(), "{}", output_text(&chuid));
-            }
+            let mut l = Command::new(require_tool("pkcs11-tool"));
+            pcsc.apply(&mut l);
+            let list = run_ok(l.args(["--module", vpiv::OPENSC_MODULE, "-L"]));
+            let text = String::from_utf8_lossy(&list.stdout).into_owned();
+            let serials: Vec<&str> = text
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("serial num"))
+                .map(|l| l.trim_start_matches([' ', ':']).trim())
+                .collect();
+            assert_eq!(serials.len(), self.tokens.len(), "{text}");
+            assert!(
+                serials.iter().all(|s| *s != "00000000" && !s.is_empty()),
+                "{text}"
+            );
+            let mut unique = serials.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(
+                unique.len(),
+                serials.len(),
+                "two cards share a serial:\n{text}"
+            );
         }
     }
 
@@ -433,6 +449,7 @@ fn two_tokens_take_one_p384_key_checked_by_independent_tools(#[case] backend: Ba
     let house = House::start(backend, d, 2);
     house.check_factory_state();
     house.prepare();
+    house.check_distinct_serials();
     house.check_prepared_state();
     let keydir = d.join("keys");
     std::fs::create_dir(&keydir).unwrap();
@@ -753,7 +770,7 @@ fn rsa2048_always_authenticate_then_restore_onto_a_replacement_token(#[case] bac
     let d = tmp.path();
     let mut house = House::start(backend, d, 2);
     house.prepare();
-    house.give_cards_distinct_serials();
+    house.check_distinct_serials();
     let backup = d.join("mkosi.key.age");
     let crt = d.join("mkosi.crt");
     let out = run_ok(

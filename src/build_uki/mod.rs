@@ -432,6 +432,12 @@ pub fn run(
     let mut warnings = Vec::new();
     check_flags(opts)?;
 
+    // The output directory is locked, cleared of what an interrupted run
+    // left (finished or removed) and given a staging area first, before
+    // anything long; nothing of this run is visible in it until the commit.
+    let mut stage = Staging::new(&opts.output_dir)?;
+    warnings.extend(stage.recovered().iter().cloned());
+
     // Inputs. A container image is flattened first: its initrd streams out
     // of the layers, and its boot files are kept aside (see rootfs::image).
     let initrd_opts = InitrdOptions {
@@ -495,10 +501,6 @@ pub fn run(
         (None, None) => return Err(BuildUkiError::Missing("no os-release: give --os-release FILE or a rootfs source".into())),
     };
     let osrel_text = String::from_utf8_lossy(&osrel).into_owned();
-
-    // The output directory is checked (and the staging area made) before
-    // the long initrd build; nothing in it is visible until the commit.
-    let mut stage = Staging::new(&opts.output_dir)?;
 
     // The initrd is built once for every entry.
     let (initrd, initrd_stats) = match (&opts.initrd, &image, root) {

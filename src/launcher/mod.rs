@@ -6,6 +6,7 @@
 
 pub mod doctor;
 pub mod images;
+pub mod passthrough;
 pub mod paths;
 pub mod run;
 
@@ -33,13 +34,6 @@ pub fn caller_user() -> String {
     format!("{}:{}", nix::unistd::getuid(), nix::unistd::getgid())
 }
 
-/// Environment passed into tool containers (never secrets given on the host's command line).
-const PASSED_ENV: [&str; 3] = [
-    "SOURCE_DATE_EPOCH",
-    "SBKIT_PKCS11_MODULE",
-    "SBKIT_QEMU_ACCEL",
-];
-
 /// The caller's home directory, which is never mounted as a whole.
 pub fn home_dir() -> Option<PathBuf> {
     std::env::var_os("HOME")
@@ -58,6 +52,13 @@ pub fn plan(
     tty: bool,
 ) -> Result<RunSpec, LaunchError> {
     let t = translate(tool, args, cwd, home_dir().as_deref())?;
+    let pass = passthrough::plan(&t.values, &|k| std::env::var(k).ok(), cwd);
+    let mut mounts = t.mounts.clone();
+    for m in pass.mounts {
+        if !mounts.iter().any(|have| have.container == m.container) {
+            mounts.push(m);
+        }
+    }
     let token = if token || t.wants_token(tool) {
         TokenAccess::detect()
     } else {
@@ -68,7 +69,7 @@ pub fn plan(
         network: t.wants_network(tool),
         args: t.args,
         entrypoint: None,
-        mounts: t.mounts,
+        mounts,
         staged: t.staged,
         user: Some(caller_user()),
         tty,
@@ -76,10 +77,7 @@ pub fn plan(
         // Not mounted: relative paths the tool resolves itself (defaults such
         // as genkey's `keys`) land in the mounts made for them below it.
         workdir: Some(paths::container_path(cwd)),
-        env: PASSED_ENV
-            .iter()
-            .filter_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v}")))
-            .collect(),
+        env: pass.env,
         create_dirs: t.create_dirs,
         // genkey generates keys in memory: with IPC_LOCK it can mlockall them.
         cap_add: if tool == "genkey" {

@@ -271,7 +271,10 @@ pub enum Ready {
 /// keeps them open so the PIN is asked once: PKCS#11 tokens are found,
 /// logged in and have the ID free; PIV cards have no default PIN, PUK or
 /// management key left, slot 9c is free (or `replace`), and the PIN verifies.
-pub fn preflight(placement: &Placement) -> Result<Vec<Ready>, ProvisionError> {
+/// With `resumable` (a restore: the key is known only after the backup is
+/// opened) a PKCS#11 ID that is taken is judged at import instead, where
+/// the objects of an interrupted import of the same key are completed.
+pub fn preflight(placement: &Placement, resumable: bool) -> Result<Vec<Ready>, ProvisionError> {
     if placement.targets.is_empty() {
         return Err(ProvisionError::Refused(
             "no token given: add --token pkcs11:… or --piv READER (one per token; two YubiKeys = two --piv)".into(),
@@ -282,7 +285,9 @@ pub fn preflight(placement: &Placement) -> Result<Vec<Ready>, ProvisionError> {
         match t {
             Target::Pkcs11(uri) => {
                 let ts = p11::open_token(uri, true, true)?;
-                p11::check_id_free(&ts, &placement.id, placement.replace)?;
+                if !resumable {
+                    p11::check_id_free(&ts, &placement.id, placement.replace)?;
+                }
                 ready.push(Ready::Pkcs11(ts));
             }
             Target::Piv(reader) => {
@@ -393,7 +398,7 @@ pub fn create(
         files::refuse_existing(c)?;
     }
     // Everything that can refuse does so before the key exists.
-    let ready = preflight(placement)?;
+    let ready = preflight(placement, false)?;
     let passphrase = backup_spec.passphrase.read("backup passphrase", true)?;
     if passphrase.len() < backup::MIN_PASSPHRASE_LEN {
         return Err(BackupError::WeakPassphrase {
@@ -479,7 +484,7 @@ pub fn restore(
 ) -> Result<ProvisionReport, ProvisionError> {
     let hardening = harden_for_private_keys();
     let mut warnings = hardening.warnings();
-    let ready = preflight(placement)?;
+    let ready = preflight(placement, true)?;
     let data = files::read(backup_path)?;
     let pass = passphrase.read("backup passphrase", false)?;
     let opened = backup::open_key_backup(&data, &pass, &backup_path.display().to_string())?;

@@ -52,7 +52,7 @@ pub enum P11Error {
         seen: Vec<String>,
     },
     /// The token already holds objects with the ID.
-    #[error("token {token} already holds objects with id={id}:\n{}\nNothing was imported. Use another --id, or --replace to delete these objects first", list(.objects))]
+    #[error("token {token} already holds objects with id={id}:\n{}\nNothing was imported. Use another --id, or --replace to delete these objects first. (If an interrupted genkey token create or restore left them, genkey token restore from that run's backup completes the set without --replace.)", list(.objects))]
     IdTaken {
         /// The token.
         token: String,
@@ -259,7 +259,12 @@ fn attr_bytes(session: &Session, h: ObjectHandle, t: AttributeType) -> Option<Ve
         .ok()?
         .into_iter()
         .find_map(|a| match a {
-            Attribute::Label(v) | Attribute::Id(v) | Attribute::Value(v) => Some(v),
+            Attribute::Label(v)
+            | Attribute::Id(v)
+            | Attribute::Value(v)
+            | Attribute::Modulus(v)
+            | Attribute::EcPoint(v)
+            | Attribute::EcParams(v) => Some(v),
             _ => None,
         })
 }
@@ -425,6 +430,14 @@ fn wipe(template: &mut [Attribute]) {
 
 /// Objects with CKA_ID `id`, listed as `type: label`.
 fn objects_with_id(session: &Session, id: &[u8]) -> Vec<(ObjectHandle, String)> {
+    objects_by_class(session, id)
+        .into_iter()
+        .map(|(h, _, d)| (h, d))
+        .collect()
+}
+
+/// Objects with CKA_ID `id`, with their class and a `type: label` description.
+fn objects_by_class(session: &Session, id: &[u8]) -> Vec<(ObjectHandle, ObjectClass, String)> {
     let mut out = Vec::new();
     for (class, kind) in [
         (ObjectClass::PRIVATE_KEY, "private key"),
@@ -437,7 +450,11 @@ fn objects_with_id(session: &Session, id: &[u8]) -> Vec<(ObjectHandle, String)> 
             .unwrap_or_default()
         {
             let label = attr_bytes(session, h, AttributeType::Label).unwrap_or_default();
-            out.push((h, format!("{kind} {:?}", String::from_utf8_lossy(&label))));
+            out.push((
+                h,
+                class,
+                format!("{kind} {:?}", String::from_utf8_lossy(&label)),
+            ));
         }
     }
     out
@@ -456,7 +473,57 @@ pub fn check_id_free(ts: &TokenSession, id: &[u8], replace: bool) -> Result<(), 
     Ok(())
 }
 
-/// Creates the private key, public key and certificate objects on the token.
+/// Whether `existing` (the objects under the import's ID) is part of this
+/// very import — an earlier run of it stopped between objects — so that
+/// adding the missing objects completes it. Every object must be one of
+/// ours: the certificate byte for byte, the public key by its modulus or
+/// EC point, the private key by its modulus (RSA) or curve (EC: the token
+/// does not reveal more of a private EC key; it sits beside our public key
+/// under our label and ID, which only our import writes).
+fn is_partial_import(
+    session: &Session,
+    existing: &[(ObjectHandle, ObjectClass, String)],
+    req: &ImportRequest<'_>,
+    comps: &KeyComponents,
+    ec_point: Option<&[u8]>,
+) -> bool {
+    let alg = req.key.algorithm();
+    let p = &comps.parts;
+    let label_ok =
+        |h| attr_bytes(session, h, AttributeType::Label).as_deref() == Some(req.label.as_bytes());
+    let mut classes = Vec::new();
+    for (h, class, _) in existing {
+        let h = *h;
+        let same = label_ok(h)
+            && match *class {
+                ObjectClass::CERTIFICATE => {
+                    attr_bytes(session, h, AttributeType::Value).as_deref() == Some(req.cert_der)
+                }
+                ObjectClass::PUBLIC_KEY if alg.is_ec() => {
+                    ec_point.is_some()
+                        && attr_bytes(session, h, AttributeType::EcPoint).as_deref() == ec_point
+                }
+                ObjectClass::PRIVATE_KEY if alg.is_ec() => {
+                    attr_bytes(session, h, AttributeType::EcParams) == Some(ec_params(alg))
+                }
+                ObjectClass::PUBLIC_KEY | ObjectClass::PRIVATE_KEY => {
+                    attr_bytes(session, h, AttributeType::Modulus).as_deref() == Some(&p[0][..])
+                }
+                _ => false,
+            };
+        if !same || classes.contains(class) {
+            return false;
+        }
+        classes.push(*class);
+    }
+    // An EC private key alone cannot be told from another one on the same curve.
+    !(alg.is_ec() && classes == [ObjectClass::PRIVATE_KEY])
+}
+
+/// Creates the private key, public key and certificate objects on the
+/// token. When objects under the ID are already a part of this same import
+/// (see [`is_partial_import`]), only the missing ones are created, so a
+/// rerun of an interrupted restore completes it without `--replace`.
 pub fn import(ts: &TokenSession, req: &ImportRequest<'_>) -> Result<(), P11Error> {
     let call = |action: &'static str, hint: &'static str| {
         let token = ts.describe();
@@ -467,16 +534,34 @@ pub fn import(ts: &TokenSession, req: &ImportRequest<'_>) -> Result<(), P11Error
             hint,
         }
     };
-    check_id_free(ts, req.id, req.replace)?;
-    for (h, _) in objects_with_id(&ts.session, req.id) {
-        crate::store::write::crash_point();
-        ts.session.destroy_object(h).map_err(call(
-            "C_DestroyObject",
-            " (removing the old objects for --replace)",
-        ))?;
-    }
     let alg = req.key.algorithm();
     let comps = key_components(req.key)?;
+    let ec_point = if alg.is_ec() {
+        Some(
+            der::asn1::OctetString::new(comps.parts[1].to_vec())
+                .and_then(|o| o.to_der())
+                .map_err(|e| P11Error::Key(e.to_string()))?,
+        )
+    } else {
+        None
+    };
+    let existing = objects_by_class(&ts.session, req.id);
+    let resume = !req.replace
+        && !existing.is_empty()
+        && is_partial_import(&ts.session, &existing, req, &comps, ec_point.as_deref());
+    let present: Vec<ObjectClass> = if resume {
+        existing.iter().map(|(_, c, _)| *c).collect()
+    } else {
+        check_id_free(ts, req.id, req.replace)?;
+        for (h, _, _) in existing {
+            crate::store::write::crash_point();
+            ts.session.destroy_object(h).map_err(call(
+                "C_DestroyObject",
+                " (removing the old objects for --replace)",
+            ))?;
+        }
+        Vec::new()
+    };
     let label = req.label.as_bytes().to_vec();
     let id = req.id.to_vec();
     let common = |class: ObjectClass, private: bool| {
@@ -509,13 +594,10 @@ pub fn import(ts: &TokenSession, req: &ImportRequest<'_>) -> Result<(), P11Error
             Attribute::EcParams(ec_params(alg)),
             Attribute::Value(p[0].to_vec()),
         ]);
-        let point = der::asn1::OctetString::new(p[1].to_vec())
-            .and_then(|o| o.to_der())
-            .map_err(|e| P11Error::Key(e.to_string()))?;
         public.extend([
             Attribute::KeyType(KeyType::EC),
             Attribute::EcParams(ec_params(alg)),
-            Attribute::EcPoint(point),
+            Attribute::EcPoint(ec_point.clone().unwrap_or_default()),
         ]);
     } else {
         private.extend([
@@ -536,18 +618,26 @@ pub fn import(ts: &TokenSession, req: &ImportRequest<'_>) -> Result<(), P11Error
         ]);
     }
     // Each object is one token write; interruption tests stop between them.
-    crate::store::write::crash_point();
-    let created = ts.session.create_object(&private);
-    // cryptoki takes plain Vecs; wipe them the moment the call returns.
-    wipe(&mut private);
-    created.map_err(call(
-        "C_CreateObject (private key)",
-        " (the token must accept imported keys; YubiKeys are loaded with --piv instead)",
-    ))?;
-    crate::store::write::crash_point();
-    ts.session
-        .create_object(&public)
-        .map_err(call("C_CreateObject (public key)", ""))?;
+    // The public key first: an import stopped after one object leaves a
+    // key that can be recognised as ours (an EC private key cannot be).
+    if !present.contains(&ObjectClass::PUBLIC_KEY) {
+        crate::store::write::crash_point();
+        ts.session
+            .create_object(&public)
+            .map_err(call("C_CreateObject (public key)", ""))?;
+    }
+    if !present.contains(&ObjectClass::PRIVATE_KEY) {
+        crate::store::write::crash_point();
+        let created = ts.session.create_object(&private);
+        // cryptoki takes plain Vecs; wipe them the moment the call returns.
+        wipe(&mut private);
+        created.map_err(call(
+            "C_CreateObject (private key)",
+            " (the token must accept imported keys; YubiKeys are loaded with --piv instead)",
+        ))?;
+    } else {
+        wipe(&mut private);
+    }
 
     let cert = <x509_cert::Certificate as der::Decode>::from_der(req.cert_der)
         .map_err(|e| P11Error::Key(format!("the certificate does not parse: {e}")))?;
@@ -560,10 +650,12 @@ pub fn import(ts: &TokenSession, req: &ImportRequest<'_>) -> Result<(), P11Error
         Attribute::SerialNumber(tbs.serial_number.to_der().unwrap_or_default()),
         Attribute::Value(req.cert_der.to_vec()),
     ]);
-    crate::store::write::crash_point();
-    ts.session
-        .create_object(&c)
-        .map_err(call("C_CreateObject (certificate)", ""))?;
+    if !present.contains(&ObjectClass::CERTIFICATE) {
+        crate::store::write::crash_point();
+        ts.session
+            .create_object(&c)
+            .map_err(call("C_CreateObject (certificate)", ""))?;
+    }
     crate::store::write::crash_point();
     Ok(())
 }

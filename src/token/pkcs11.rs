@@ -183,14 +183,15 @@ pub enum TokenError {
     #[error(transparent)]
     Pin(#[from] PinError),
     /// A PKCS#11 call failed.
-    #[error("PKCS#11 {action} failed for {uri}: {}", ck_short(.source))]
+    #[error("PKCS#11 {action} failed for {uri}: {}", ck_short(.cause))]
     Pkcs11 {
         /// What we were doing.
         action: &'static str,
         /// The URI.
         uri: String,
-        /// cryptoki's error.
-        source: CkError,
+        /// cryptoki's error. Not a `source`: the message already says it in
+        /// PKCS#11's own names, and a source would print it a second time.
+        cause: CkError,
     },
 }
 
@@ -277,11 +278,7 @@ impl Pkcs11Signer {
         }
         let ck = |action: &'static str| {
             let uri = uri_text.clone();
-            move |source: CkError| TokenError::Pkcs11 {
-                action,
-                uri,
-                source,
-            }
+            move |cause: CkError| TokenError::Pkcs11 { action, uri, cause }
         };
         let opened =
             super::session::open(&parsed, false).map_err(|e| from_session(e, &uri_text, ""))?;
@@ -650,7 +647,7 @@ fn from_session(e: super::session::SessionError, uri: &str, token: &str) -> Toke
         S::Call { action, cause } => TokenError::Pkcs11 {
             action,
             uri: uri.to_string(),
-            source: cause,
+            cause,
         },
     }
 }

@@ -41,8 +41,8 @@ impl ObjectType {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum UriError {
     /// The text does not start with `pkcs11:`.
-    #[error("not a PKCS#11 URI (it must start with \"pkcs11:\"): {0:?}")]
-    NotPkcs11(String),
+    #[error("not a PKCS#11 URI: it must start with \"pkcs11:\" (the text is not repeated here: a mistyped argument may be a PIN or passphrase)")]
+    NotPkcs11,
     /// A part without `=`.
     #[error("PKCS#11 URI part {part:?} is not of the form name=value (parts are separated by ';' before '?' and by '&' after it)")]
     NoEquals {
@@ -204,7 +204,7 @@ impl Pkcs11Uri {
     /// Parses a `pkcs11:` URI.
     pub fn parse(uri: &str) -> Result<Self, UriError> {
         if !is_pkcs11_uri(uri) {
-            return Err(UriError::NotPkcs11(uri.chars().take(40).collect()));
+            return Err(UriError::NotPkcs11);
         }
         let rest = uri.get(7..).unwrap_or_default();
         let (path, query) = match rest.split_once('?') {

@@ -215,6 +215,11 @@ pub fn main() -> ExitCode {
     let native = args.launch.native;
     let token = args.launch.token;
     let result = match args.command {
+        // A test boot signs nothing: a token given to it would be a mistake
+        // (a key meant for build-uki), so it is refused rather than ignored.
+        Cmd::TestBoot(_) if token => Err(anyhow::anyhow!(
+            "--token gives a container the signing token, and test-boot signs nothing; drop --token (sign with sbkit build-uki --token …, then test-boot the result)"
+        )),
         Cmd::TestBoot(_) if !native => run_test_boot_container(std::env::args().skip(1).collect()),
         Cmd::TestBoot(t) => crate::cli::test_boot::run_native(t),
         Cmd::Images {

@@ -54,6 +54,30 @@ const OBJ_PRINTED: u32 = 0x5fc109;
 const OBJ_ADMIN_DATA: u32 = 0x5fff00;
 /// Certificate object of slot 9c.
 const OBJ_CERT_9C: u32 = 0x5fc10a;
+/// The Card Holder Unique Identifier object (SP 800-73-4).
+const OBJ_CHUID: u32 = 0x5fc102;
+/// The FASC-N of a CHUID written by a non-federal issuer: agency code 9999,
+/// system code 9999, credential number 999999 (SP 800-73-4 with TIG SCEPACS
+/// encoding), as card tools write for cards outside the U.S. federal PKI.
+const NON_FEDERAL_FASCN: [u8; 25] = [
+    0xd4, 0xe7, 0x39, 0xda, 0x73, 0x9c, 0xed, 0x39, 0xce, 0x73, 0x9d, 0x83, 0x68, 0x58, 0x21, 0x08,
+    0x42, 0x10, 0x84, 0x21, 0xc8, 0x42, 0x10, 0xc3, 0xeb,
+];
+
+/// A CHUID with a random GUID: the FASC-N (0x30), the GUID (0x34), an
+/// expiry date (0x35, YYYYMMDD), an empty issuer signature (0x3E) and an
+/// empty error detection code (0xFE).
+fn new_chuid() -> Result<Vec<u8>, PivError> {
+    let mut guid = [0u8; 16];
+    openssl::rand::rand_bytes(&mut guid)
+        .map_err(|e| PivError::Protocol(format!("no random bytes for a CHUID: {e}")))?;
+    let mut v = tlv(0x30, &NON_FEDERAL_FASCN);
+    v.extend(tlv(0x34, &guid));
+    v.extend(tlv(0x35, b"20301231"));
+    v.extend(tlv(0x3e, &[]));
+    v.extend(tlv(0xfe, &[]));
+    Ok(v)
+}
 /// Environment variable that allows spending the last PIN/PUK try.
 pub const ALLOW_FINAL_TRY_ENV: &str = "SBKIT_PKCS11_ALLOW_FINAL_PIN_TRY";
 
@@ -817,6 +841,18 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport, PivError> {
             "set a random {} management key, stored PIN-protected",
             alg.name()
         ));
+    }
+    // OpenSC takes a PIV token's serial number from its CHUID: two cards
+    // without one are both serial 00000000, and a PKCS#11 URI could not
+    // tell them apart (the check after `token create` onto two cards found
+    // "2 tokens match"). A factory card has none; give it one.
+    if card.get_data(OBJ_CHUID)?.is_none() {
+        card.authenticate_mgmt()?;
+        card.put_data(OBJ_CHUID, &new_chuid()?)?;
+        steps.push(
+            "wrote a CHUID with a random GUID (OpenSC derives the card's serial number from it)"
+                .into(),
+        );
     }
     if let (Some(old), Some(new)) = (&puk, &new_puk) {
         card.change("PUK", PUK_REF, old, new)?;
