@@ -32,17 +32,24 @@
 //! The first three boots use the test harness (tests/common/qemu.rs); the last goes
 //! through the product, whose verdict must be "booted with Secure Boot on".
 //! Every stage's PCR 11 is compared with build-uki's prediction extended by the
-//! phase words, and the unlocked volume's first sector must read back the text the
-//! host encrypted into it with the volume key. systemd 252 does not look in
-//! `/.extra` for the signature outside an initrd (253 added that, initrd only), so
-//! the guest names `tpm2-signature=/.extra/tpm2-pcr-signature.json` as a host-mode
-//! crypttab would have to.
+//! phase words (for the UKI without a PCR key, which build-uki does not predict, the
+//! library's prediction over the finished UKI), and the unlocked volume's first
+//! sector must read back the text the host encrypted into it with the volume key.
+//! systemd 252 never looks in `/.extra` for the signature (its binaries hold no such
+//! path), so the guest names `tpm2-signature=/.extra/tpm2-pcr-signature.json`, as a
+//! crypttab on such a system has to.
+//!
+//! The TPM is manufactured by swtpm_setup with only the SHA-256 bank (the firmware
+//! and the stub hash the UKI once per active bank, in emulated code), and every boot
+//! ends with the guest's own power-off: killing QEMU is a power loss that swtpm
+//! counts against its dictionary-attack limit, and after three the unseal fails
+//! with "TPM2 device is in dictionary attack lockout mode" (seen).
 //!
 //! The guest root is built once with debootstrap into `<cache>/sealed-guest/` (a few
 //! minutes, network from the host's Debian mirror) and reused while the package
 //! list and the kernel stay the same. Needs root (debootstrap, chroot),
-//! debootstrap, cryptsetup, systemd-cryptenroll with libtss2-tcti-swtpm, swtpm,
-//! openssl, QEMU, OVMF and virt-fw-vars (scripts/install-deps.sh), and the boot
+//! debootstrap, cryptsetup, systemd-cryptenroll with libtss2-tcti-swtpm, swtpm and
+//! swtpm_setup, openssl, QEMU, OVMF and virt-fw-vars (scripts/install-deps.sh), and the boot
 //! assets (scripts/fetch-assets.sh). Nothing skips.
 
 mod common;
