@@ -73,6 +73,9 @@ pub enum MachineError {
     /// A file is missing.
     #[error("{0} is missing; install Debian's ovmf package or use the sbkit-qemu image")]
     Missing(String),
+    /// A disk image given with `--disk` is not a file.
+    #[error("disk image {0} is not a file (--disk takes an existing raw image)")]
+    MissingDisk(String),
     /// swtpm did not come up.
     #[error("swtpm did not create its socket in {0}")]
     Tpm(String),
@@ -157,7 +160,7 @@ pub fn run(m: &Machine, on_line: &mut dyn FnMut(&str, &str)) -> Result<RunResult
     }
     for disk in &m.disks {
         if !disk.is_file() {
-            return Err(MachineError::Missing(disk.display().to_string()));
+            return Err(MachineError::MissingDisk(disk.display().to_string()));
         }
     }
     let tpm = m.tpm_state.as_deref().map(start_tpm).transpose()?;
@@ -318,4 +321,43 @@ pub fn run(m: &Machine, on_line: &mut dyn FnMut(&str, &str)) -> Result<RunResult
         seconds: start.elapsed().as_secs_f64(),
         serial_log: m.serial_log.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disks_get_ordered_serials_and_commas_are_escaped_for_qemu() {
+        assert_eq!(disk_serial(0), "sbkit-disk0");
+        assert_eq!(disk_serial(3), "sbkit-disk3");
+        assert_eq!(qemu_option_value("/tmp/a,b/c.img"), "/tmp/a,,b/c.img");
+        assert_eq!(qemu_option_value("/plain.img"), "/plain.img");
+    }
+
+    #[test]
+    fn a_missing_disk_is_named_before_anything_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let code = dir.path().join("code.fd");
+        let vars = dir.path().join("vars.fd");
+        std::fs::write(&code, b"").unwrap();
+        std::fs::write(&vars, b"").unwrap();
+        let machine = Machine {
+            ovmf_code: code,
+            vars,
+            media: BootMedia::EspDir(dir.path().to_path_buf()),
+            tpm_state: None,
+            power_off_grace: Duration::ZERO,
+            disks: vec![dir.path().join("absent.img")],
+            memory_mib: 64,
+            timeout: Duration::from_secs(1),
+            serial_log: dir.path().join("serial.log"),
+            expect: None,
+            accel: "tcg".into(),
+        };
+        match run(&machine, &mut |_, _| {}) {
+            Err(MachineError::MissingDisk(what)) => assert!(what.ends_with("absent.img"), "{what}"),
+            other => panic!("expected MissingDisk(absent.img), got {other:?}"),
+        }
+    }
 }
