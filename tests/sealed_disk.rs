@@ -822,6 +822,12 @@ fn check_boot(
     expected: [(&str, &str); 3],
 ) {
     outcome.assert_success();
+    // "locked" must come from the policy, not from a TPM that refuses everything.
+    assert!(
+        !outcome.log.contains("dictionary attack lockout"),
+        "boot {name}: the TPM is in dictionary-attack lockout\n{}",
+        outcome.context()
+    );
     let found = stages(outcome);
     for (stage, result) in expected {
         let words: &[&str] = match stage {
