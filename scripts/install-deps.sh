@@ -46,6 +46,9 @@ pkgs=(
   debootstrap jq
   docker-registry skopeo apache2-utils
   age pcscd libpcsclite-dev vsmartcard-vpcd yubikey-manager strace
+  # tests/sealed_disk.rs: a LUKS2 volume made on the host and enrolled by
+  # systemd-cryptenroll against swtpm (tss2's swtpm TCTI; swtpm_setup picks the banks).
+  cryptsetup-bin systemd libtss2-tcti-swtpm0 libtss2-tcti-device0 swtpm-tools
 )
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done

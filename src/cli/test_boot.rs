@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::cli::path_arg::{InputDir, InputFile, OutputFile};
+use crate::cli::path_arg::{InputDir, InputFile, OutputDir, OutputFile};
 use crate::testboot::{test_boot, TestBootOptions};
 
 /// Boot a UKI (.efi) or ISO in OVMF with Secure Boot enforced and our keys
@@ -25,6 +25,18 @@ pub struct TestBootArgs {
     /// Attach a TPM 2.0 (swtpm).
     #[arg(long)]
     pub tpm: bool,
+    /// Keep the TPM's state in DIR across boots (implies --tpm): a volume sealed
+    /// to the TPM in one boot can be unlocked in the next. After the verdict the
+    /// guest gets 30 s to power off by itself (an orderly TPM shutdown).
+    #[arg(long = "tpm-state", value_name = "DIR")]
+    pub tpm_state: Option<OutputDir>,
+    /// Attach a raw disk image (virtio-blk, read-write; serial sbkit-disk0, 1, …
+    /// in the order given). Repeatable.
+    #[arg(long = "disk", value_name = "IMG")]
+    pub disks: Vec<InputFile>,
+    /// Guest memory in MiB (a whole OS packed into the initrd needs more).
+    #[arg(long = "memory-mib", default_value_t = 1024)]
+    pub memory_mib: u32,
     /// Seconds before giving up.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
@@ -46,7 +58,10 @@ pub struct TestBootArgs {
 pub fn run_native(args: TestBootArgs) -> anyhow::Result<ExitCode> {
     let mut opts = TestBootOptions::new(args.media.into(), args.keys.into());
     opts.setup_mode = args.setup_mode;
-    opts.tpm = args.tpm;
+    opts.tpm = args.tpm || args.tpm_state.is_some();
+    opts.tpm_state = args.tpm_state.map(Into::into);
+    opts.disks = args.disks.into_iter().map(Into::into).collect();
+    opts.memory_mib = args.memory_mib;
     opts.timeout = Duration::from_secs(args.timeout);
     opts.expect = args.expect;
     opts.serial_log = args.serial_log.map(Into::into);

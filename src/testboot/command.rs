@@ -1,5 +1,7 @@
 //! `sbkit test-boot`: make a variable store with our keys (by `enroll
-//! ovmf`), boot the media, and report the verdict.
+//! ovmf`), boot the media with any disks and a TPM whose state may persist
+//! across boots (Trusted Boot: a volume sealed in one boot unlocks in the
+//! next), and report the verdict.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -20,6 +22,13 @@ pub struct TestBootOptions {
     pub setup_mode: bool,
     /// Attach a TPM 2.0 (swtpm).
     pub tpm: bool,
+    /// Keep the TPM's state in this directory (created when missing) instead of
+    /// a temporary one; implies a TPM.
+    pub tpm_state: Option<PathBuf>,
+    /// Raw disk images to attach (virtio-blk, serials `sbkit-disk0`, …).
+    pub disks: Vec<PathBuf>,
+    /// Guest memory in MiB.
+    pub memory_mib: u32,
     /// Time limit.
     pub timeout: Duration,
     /// Text that must appear on the console before a boot counts.
@@ -40,6 +49,9 @@ impl TestBootOptions {
             keys,
             setup_mode: false,
             tpm: false,
+            tpm_state: None,
+            disks: Vec::new(),
+            memory_mib: 1024,
             timeout: Duration::from_secs(300),
             expect: None,
             ovmf_code: OVMF_CODE.into(),
@@ -77,6 +89,10 @@ pub struct TestBootReport {
     pub result: RunResult,
     /// The serial log, when asked to keep it.
     pub serial_log: Option<PathBuf>,
+    /// The disks attached, in order (serials `sbkit-disk0`, …).
+    pub disks: Vec<PathBuf>,
+    /// The TPM state directory kept for the next boot, when one was named.
+    pub tpm_state: Option<PathBuf>,
 }
 
 /// Runs a test boot; `on_line` sees each console line and the stage reached.
@@ -113,12 +129,26 @@ pub fn test_boot(
         .serial_log
         .clone()
         .unwrap_or_else(|| work.path().join("serial.log"));
+    let tpm_state = match &opts.tpm_state {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            Some(dir.clone())
+        }
+        None => opts.tpm.then(|| work.path().join("tpm")),
+    };
     let machine = Machine {
         ovmf_code: opts.ovmf_code.clone(),
         vars,
         media,
-        tpm_state: opts.tpm.then(|| work.path().join("tpm")),
-        memory_mib: 1024,
+        tpm_state: tpm_state.clone(),
+        disks: opts.disks.clone(),
+        // A kept TPM state must see an orderly shutdown (see Machine::power_off_grace).
+        power_off_grace: if opts.tpm_state.is_some() {
+            Duration::from_secs(30)
+        } else {
+            Duration::ZERO
+        },
+        memory_mib: opts.memory_mib,
         timeout: opts.timeout,
         serial_log,
         expect: opts.expect.clone(),
@@ -130,6 +160,8 @@ pub fn test_boot(
         setup_mode: opts.setup_mode,
         result,
         serial_log: opts.serial_log.clone(),
+        disks: opts.disks.clone(),
+        tpm_state: opts.tpm_state.clone(),
     })
 }
 

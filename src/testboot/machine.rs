@@ -1,5 +1,6 @@
 //! Running one virtual machine: OVMF with Secure Boot (SMM build), an
-//! optional swtpm TPM 2.0, the media as a CD-ROM or an ESP directory, the
+//! optional swtpm TPM 2.0 (its state directory may be kept across boots), the
+//! media as a CD-ROM or an ESP directory, extra raw disks on virtio-blk, the
 //! serial console read line by line until a verdict or the time limit.
 
 use std::io::{BufRead, BufReader, Write};
@@ -33,8 +34,19 @@ pub struct Machine {
     pub vars: PathBuf,
     /// The media.
     pub media: BootMedia,
-    /// swtpm state directory, for a TPM.
+    /// swtpm state directory, for a TPM. A directory kept between boots keeps
+    /// the TPM's seeds, so objects sealed in one boot unseal in the next.
     pub tpm_state: Option<PathBuf>,
+    /// After the verdict, how long the guest may take to power off by itself
+    /// before QEMU is stopped. Stopping QEMU is a power loss to the TPM: swtpm
+    /// counts each one against its dictionary-attack limit (3 by default) and
+    /// then refuses to unseal, so a TPM state kept across boots wants the guest
+    /// to shut down (the kernel sends TPM2_Shutdown). Zero: stop at once.
+    pub power_off_grace: Duration,
+    /// Raw disk images attached read-write on virtio-blk, in order, with the
+    /// serial numbers `sbkit-disk0`, `sbkit-disk1`, … (what a guest sees in
+    /// `/sys/block/vd*/serial` and `/dev/disk/by-id/virtio-sbkit-diskN`).
+    pub disks: Vec<PathBuf>,
     /// Guest memory.
     pub memory_mib: u32,
     /// Time limit.
@@ -61,6 +73,9 @@ pub enum MachineError {
     /// A file is missing.
     #[error("{0} is missing; install Debian's ovmf package or use the sbkit-qemu image")]
     Missing(String),
+    /// A disk image given with `--disk` is not a file.
+    #[error("disk image {0} is not a file (--disk takes an existing raw image)")]
+    MissingDisk(String),
     /// swtpm did not come up.
     #[error("swtpm did not create its socket in {0}")]
     Tpm(String),
@@ -126,11 +141,26 @@ fn start_tpm(dir: &Path) -> Result<(Killed, PathBuf), MachineError> {
     Ok((guard, socket))
 }
 
+/// The virtio serial number of the `index`-th extra disk: `sbkit-disk<index>`.
+pub fn disk_serial(index: usize) -> String {
+    format!("sbkit-disk{index}")
+}
+
+/// A value inside a QEMU `-drive` option list: commas doubled, as QEMU reads them.
+fn qemu_option_value(value: &str) -> String {
+    value.replace(',', ",,")
+}
+
 /// Boots the machine; `on_line` sees every console line (for streaming).
 pub fn run(m: &Machine, on_line: &mut dyn FnMut(&str, &str)) -> Result<RunResult, MachineError> {
     for f in [&m.ovmf_code, &m.vars] {
         if !f.exists() {
             return Err(MachineError::Missing(f.display().to_string()));
+        }
+    }
+    for disk in &m.disks {
+        if !disk.is_file() {
+            return Err(MachineError::MissingDisk(disk.display().to_string()));
         }
     }
     let tpm = m.tpm_state.as_deref().map(start_tpm).transpose()?;
@@ -179,6 +209,18 @@ pub fn run(m: &Machine, on_line: &mut dyn FnMut(&str, &str)) -> Result<RunResult
                 ))
                 .args(["-device", "virtio-blk-pci,drive=esp,bootindex=1"]);
         }
+    }
+    for (index, disk) in m.disks.iter().enumerate() {
+        cmd.arg("-drive")
+            .arg(format!(
+                "if=none,id=disk{index},format=raw,file={}",
+                qemu_option_value(&disk.display().to_string())
+            ))
+            .arg("-device")
+            .arg(format!(
+                "virtio-blk-pci,drive=disk{index},serial={}",
+                disk_serial(index)
+            ));
     }
     if let Some((_, socket)) = &tpm {
         cmd.arg("-chardev")
@@ -253,6 +295,24 @@ pub fn run(m: &Machine, on_line: &mut dyn FnMut(&str, &str)) -> Result<RunResult
             }
         }
     };
+    let grace_end = Instant::now() + m.power_off_grace;
+    while Instant::now() < grace_end {
+        if matches!(qemu.0.try_wait(), Ok(Some(_))) {
+            break;
+        }
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                let _ = writeln!(log, "{line}");
+                on_line(&line, watcher.stage());
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            // QEMU closed its console: it is exiting.
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let _ = qemu.0.wait();
+                break;
+            }
+        }
+    }
     let _ = qemu.0.kill();
     let _ = qemu.0.wait();
     drop(tpm);
@@ -261,4 +321,43 @@ pub fn run(m: &Machine, on_line: &mut dyn FnMut(&str, &str)) -> Result<RunResult
         seconds: start.elapsed().as_secs_f64(),
         serial_log: m.serial_log.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disks_get_ordered_serials_and_commas_are_escaped_for_qemu() {
+        assert_eq!(disk_serial(0), "sbkit-disk0");
+        assert_eq!(disk_serial(3), "sbkit-disk3");
+        assert_eq!(qemu_option_value("/tmp/a,b/c.img"), "/tmp/a,,b/c.img");
+        assert_eq!(qemu_option_value("/plain.img"), "/plain.img");
+    }
+
+    #[test]
+    fn a_missing_disk_is_named_before_anything_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let code = dir.path().join("code.fd");
+        let vars = dir.path().join("vars.fd");
+        std::fs::write(&code, b"").unwrap();
+        std::fs::write(&vars, b"").unwrap();
+        let machine = Machine {
+            ovmf_code: code,
+            vars,
+            media: BootMedia::EspDir(dir.path().to_path_buf()),
+            tpm_state: None,
+            power_off_grace: Duration::ZERO,
+            disks: vec![dir.path().join("absent.img")],
+            memory_mib: 64,
+            timeout: Duration::from_secs(1),
+            serial_log: dir.path().join("serial.log"),
+            expect: None,
+            accel: "tcg".into(),
+        };
+        match run(&machine, &mut |_, _| {}) {
+            Err(MachineError::MissingDisk(what)) => assert!(what.ends_with("absent.img"), "{what}"),
+            other => panic!("expected MissingDisk(absent.img), got {other:?}"),
+        }
+    }
 }
