@@ -559,7 +559,8 @@ fn embedded_pcrsig(efi: &Path, dir: &Path) -> serde_json::Value {
 }
 
 /// Without `--phases`, build-uki signs what the booted rootfs will measure: the
-/// host-mode paths (sysinit, sysinit:ready) for a rootfs without
+/// host-mode paths (the empty path, where crypttab volumes attach, then
+/// sysinit and sysinit:ready) for a rootfs without
 /// /etc/initrd-release, ukify's four initrd paths for one with it. systemd-measure
 /// 254 signs the same paths over the sections objcopy extracts and gives the same
 /// entries, on the 252 and the 254 stub; inspect checks the policy against the
@@ -578,8 +579,8 @@ fn signed_phases_follow_the_boot_model_on_both_stubs() {
     .unwrap();
     let root254 = Assets::locate().systemd_root(254);
     let cases: [(&Path, u32, &[&str]); 3] = [
-        (&root, 252, &["sysinit", "sysinit:ready"]),
-        (&root, 254, &["sysinit", "sysinit:ready"]),
+        (&root, 252, &["", "sysinit", "sysinit:ready"]),
+        (&root, 254, &["", "sysinit", "sysinit:ready"]),
         (
             &initrd_root,
             254,

@@ -621,7 +621,7 @@ fn a_secret_named_as_env_var_reaches_the_container_and_nothing_else_does() {
 
     // test-boot signs nothing: a token for it is refused, not ignored.
     let out = Command::new(env!("CARGO_BIN_EXE_sbkit"))
-        .args(["--token", "test-boot", "x.efi"])
+        .args(["--token", "test-boot", "x.efi", "-k", "keys"])
         .current_dir(work.path())
         .output()
         .unwrap();

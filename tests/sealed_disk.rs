@@ -16,7 +16,8 @@
 //! with the guest's PCR 11:
 //!
 //! - `early`: before `sysinit.target`, where crypttab volumes are unlocked. PCR 11 is
-//!   the stub's measurement alone, which no signed phase path matches: locked.
+//!   the stub's measurement alone; build-uki signs the empty path for this boot
+//!   model so that it matches: unlocks.
 //! - `sysinit`: after systemd-pcrphase measured `sysinit`: signed, unlocks.
 //! - `ready`: after `ready` was measured: `sysinit:ready` is signed, unlocks.
 //!
@@ -24,7 +25,7 @@
 //!
 //! | boot | stub | db key | `.pcrsig` | command line | expected |
 //! |------|------|--------|-----------|--------------|----------|
-//! | `ours-252` | 252 | ours | ours | A | unlocks (sysinit, ready) |
+//! | `ours-252` | 252 | ours | ours | A | unlocks (early, sysinit, ready) |
 //! | `ours-254-cmdline` | 254 | ours | ours | B | unlocks: the policy is signed, not bound to one image |
 //! | `other-pcr-key` | 254 | ours | another PCR key's | C | locked |
 //! | `no-pcrsig` | 252 | ours | none | D | locked, booted by `sbkit test-boot --disk --tpm-state` |
@@ -926,7 +927,7 @@ fn a_volume_sealed_to_our_pcr_key_unlocks_only_under_our_signed_policy() {
         });
     assert_eq!(
         report_252["phases"]["paths"],
-        serde_json::json!(["sysinit", "sysinit:ready"]),
+        serde_json::json!(["", "sysinit", "sysinit:ready"]),
         "build-uki must sign the host-mode phases for a rootfs without /etc/initrd-release: {}",
         report_252["phases"]
     );
@@ -939,7 +940,7 @@ fn a_volume_sealed_to_our_pcr_key_unlocks_only_under_our_signed_policy() {
     eprintln!("volume + enrollment + store: {}", elapsed(step));
 
     let unlocks = [
-        ("early", "locked"),
+        ("early", "unlocked"),
         ("sysinit", "unlocked"),
         ("ready", "unlocked"),
     ];

@@ -140,7 +140,11 @@ pub fn inspect(uki: &[u8], certificate: Option<&[u8]>) -> Result<InspectReport, 
     // checked against what it was signed for, not against one fixed set.
     let mut phases = vec![PhasePath::empty()];
     phases.extend(default_phase_paths());
-    phases.extend(super::host_phase_paths());
+    for p in super::host_phase_paths() {
+        if !phases.contains(&p) {
+            phases.push(p);
+        }
+    }
     let prediction = (!measured.is_empty())
         .then(|| predict_uki(uki, &measured, &ALL_BANKS, &phases).ok())
         .flatten();

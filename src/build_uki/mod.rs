@@ -257,11 +257,20 @@ pub struct SignedPhases {
 /// Host-mode phase paths: systemd booted without `/etc/initrd-release` runs as
 /// the real system from the first instruction, so `systemd-pcrphase` measures
 /// only `sysinit` and then `ready` — never `enter-initrd` or `leave-initrd`.
+/// The empty path is signed too: crypttab volumes are attached before
+/// `sysinit.target`, and `sysinit` is measured only after it, so at that
+/// point PCR 11 holds the UKI's sections alone. (In this model everything
+/// that runs before `sysinit` is the signed UKI itself, so the empty path
+/// opens nothing to code from outside it; `sysinit:ready:shutdown` and later
+/// stay unsigned, so volumes lock again at shutdown.)
 pub fn host_phase_paths() -> Vec<PhasePath> {
-    ["sysinit", "sysinit:ready"]
-        .iter()
-        .filter_map(|p| PhasePath::parse(p).ok())
-        .collect()
+    let mut paths = vec![PhasePath::empty()];
+    paths.extend(
+        ["sysinit", "sysinit:ready"]
+            .iter()
+            .filter_map(|p| PhasePath::parse(p).ok()),
+    );
+    paths
 }
 
 /// The phase paths to sign: `--phases` when given; else what the booted
@@ -306,7 +315,7 @@ pub fn choose_phases(
     } else {
         (
             host_phase_paths(),
-            "the rootfs has no /etc/initrd-release: systemd runs the whole OS from the initrd in host mode and measures only sysinit, then ready".into(),
+            "the rootfs has no /etc/initrd-release: systemd runs the whole OS from the initrd in host mode; crypttab volumes attach before anything is measured (the empty path), then it measures sysinit and ready".into(),
         )
     }
 }
