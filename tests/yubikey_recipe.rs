@@ -590,30 +590,25 @@ fn two_tokens_take_one_p384_key_checked_by_independent_tools(#[case] backend: Ba
 
         // Signing with pkcs11-tool the right way (hash first, then raw
         // ECDSA over the hash, DER output) verifies…
+        // Raw ECDSA (DER output) over `input` by pkcs11-tool, into `sig`.
+        let ecdsa_sign = |input: &Path, sig: &Path| {
+            run_ok(
+                house
+                    .pkcs11_tool(token)
+                    .args(["--login", "--pin", house.pin(), "--sign", "--id", "02"])
+                    .args(["-m", "ECDSA", "--signature-format", "openssl"])
+                    .arg("--input-file")
+                    .arg(input)
+                    .arg("-o")
+                    .arg(sig),
+            );
+        };
         let sig = d.join(format!("pkcs11-{i}.sig"));
-        run_ok(
-            house
-                .pkcs11_tool(token)
-                .args(["--login", "--pin", house.pin(), "--sign", "--id", "02"])
-                .args(["-m", "ECDSA", "--signature-format", "openssl"])
-                .arg("--input-file")
-                .arg(&hash)
-                .arg("-o")
-                .arg(&sig),
-        );
+        ecdsa_sign(&hash, &sig);
         run_ok(&mut openssl_verify("sha384", &pubkey, &sig, &msg));
         // …and the recipe's raw `-m ECDSA` over the file never does.
         let raw = d.join(format!("raw-{i}.sig"));
-        run_ok(
-            house
-                .pkcs11_tool(token)
-                .args(["--login", "--pin", house.pin(), "--sign", "--id", "02"])
-                .args(["-m", "ECDSA", "--signature-format", "openssl"])
-                .arg("--input-file")
-                .arg(&msg)
-                .arg("-o")
-                .arg(&raw),
-        );
+        ecdsa_sign(&msg, &raw);
         run_fails(&mut openssl_verify("sha384", &pubkey, &raw, &msg));
 
         house.check_token_extra(token, &fp);

@@ -25,6 +25,9 @@ pub enum PathKind {
     InputDir,
     /// A file the tool writes: written through a directory made for it.
     OutputFile,
+    /// An existing file the tool reads and changes in place (a disk image a
+    /// test boot attaches): mounted read-write at its own path, never made.
+    InOutFile,
     /// A directory the tool writes into: mounted read-write, created when missing.
     OutputDir,
     /// An image source: `dir:`, `oci:`, `oci-archive:`, `docker-archive:` and
@@ -39,14 +42,19 @@ pub enum PathKind {
 impl PathKind {
     /// Whether the tool writes through this argument.
     pub fn writes(self) -> bool {
-        matches!(self, PathKind::OutputFile | PathKind::OutputDir)
+        matches!(
+            self,
+            PathKind::OutputFile | PathKind::OutputDir | PathKind::InOutFile
+        )
     }
 
     /// The shell-completion hint this kind implies.
     pub fn value_hint(self) -> ValueHint {
         match self {
             PathKind::InputDir | PathKind::OutputDir => ValueHint::DirPath,
-            PathKind::InputFile | PathKind::OutputFile | PathKind::Key => ValueHint::FilePath,
+            PathKind::InputFile | PathKind::OutputFile | PathKind::InOutFile | PathKind::Key => {
+                ValueHint::FilePath
+            }
             PathKind::Source | PathKind::Secret => ValueHint::Other,
         }
     }
@@ -146,6 +154,11 @@ path_type!(
     OutputDir,
     PathKind::OutputDir
 );
+path_type!(
+    /// An existing file the tool changes in place.
+    InOutFile,
+    PathKind::InOutFile
+);
 ref_type!(
     /// An image source reference (`dir:PATH`, `oci:DIR[:REF]`, `IMAGE`, ...).
     SourceRef,
@@ -174,6 +187,7 @@ pub fn kind_of(arg: &Arg) -> Option<PathKind> {
         (TypeId::of::<InputDir>(), InputDir::KIND),
         (TypeId::of::<OutputFile>(), OutputFile::KIND),
         (TypeId::of::<OutputDir>(), OutputDir::KIND),
+        (TypeId::of::<InOutFile>(), InOutFile::KIND),
         (TypeId::of::<SourceRef>(), SourceRef::KIND),
         (TypeId::of::<KeyRef>(), KeyRef::KIND),
         (TypeId::of::<SecretRef>(), SecretRef::KIND),
@@ -214,9 +228,11 @@ pub fn host_path<'a>(
     exists: &dyn Fn(&Path) -> bool,
 ) -> Option<(&'a str, &'a str, &'a str)> {
     match kind {
-        PathKind::InputFile | PathKind::InputDir | PathKind::OutputFile | PathKind::OutputDir => {
-            Some(("", value, ""))
-        }
+        PathKind::InputFile
+        | PathKind::InputDir
+        | PathKind::OutputFile
+        | PathKind::OutputDir
+        | PathKind::InOutFile => Some(("", value, "")),
         PathKind::Key => (!value.starts_with("pkcs11:")).then_some(("", value, "")),
         PathKind::Secret => value.strip_prefix("file:").map(|p| ("file:", p, "")),
         PathKind::Source => {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::cli::path_arg::{InputDir, InputFile, OutputDir, OutputFile};
+use crate::cli::path_arg::{InOutFile, InputDir, InputFile, OutputDir, OutputFile};
 use crate::testboot::{test_boot, TestBootOptions};
 
 /// Boot a UKI (.efi) or ISO in OVMF with Secure Boot enforced and our keys
@@ -33,7 +33,7 @@ pub struct TestBootArgs {
     /// Attach a raw disk image (virtio-blk, read-write; serial sbkit-disk0, 1, …
     /// in the order given). Repeatable.
     #[arg(long = "disk", value_name = "IMG")]
-    pub disks: Vec<InputFile>,
+    pub disks: Vec<InOutFile>,
     /// Guest memory in MiB (a whole OS packed into the initrd needs more).
     #[arg(long = "memory-mib", default_value_t = 1024)]
     pub memory_mib: u32,

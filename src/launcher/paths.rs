@@ -514,6 +514,14 @@ impl Planner<'_> {
                 }
                 self.staged_files.push(host.clone());
             }
+            PathKind::InOutFile => {
+                self.refuse_wide(arg, &host, kind)?;
+                // Changed in place, so mounted writable; never made (a
+                // missing one is the tool's error, by the name given).
+                if host.exists() {
+                    self.add(host.clone(), false);
+                }
+            }
             PathKind::OutputDir => {
                 self.refuse_wide(arg, &host, kind)?;
                 if create && !self.out.create_dirs.contains(&host) {

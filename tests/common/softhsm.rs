@@ -41,16 +41,7 @@ impl SoftHsm {
             conf,
             label: label.to_string(),
         };
-        run_ok(hsm.command("softhsm2-util").args([
-            "--init-token",
-            "--free",
-            "--label",
-            label,
-            "--pin",
-            USER_PIN,
-            "--so-pin",
-            SO_PIN,
-        ]));
+        hsm.add_token(label);
         hsm
     }
 

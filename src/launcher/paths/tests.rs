@@ -50,7 +50,9 @@ fn value_for(kind: PathKind, name: &str, cwd: &Path) -> String {
     let path = cwd.join(name);
     match kind {
         PathKind::InputDir => fs::create_dir_all(&path).unwrap(),
-        PathKind::InputFile | PathKind::Key | PathKind::Secret => fs::write(&path, b"").unwrap(),
+        PathKind::InputFile | PathKind::InOutFile | PathKind::Key | PathKind::Secret => {
+            fs::write(&path, b"").unwrap()
+        }
         PathKind::Source => fs::create_dir_all(&path).unwrap(),
         PathKind::OutputDir | PathKind::OutputFile => {}
     }
@@ -197,6 +199,10 @@ fn every_path_argument_in_every_form_and_order_is_rewritten_and_mounted() {
                             PathKind::OutputDir => {
                                 assert!(mount(false), "{tool} {argv:?}: {t:#?}");
                                 assert!(t.create_dirs.contains(&host), "{argv:?}");
+                            }
+                            PathKind::InOutFile => {
+                                assert!(mount(false), "{tool} {argv:?}: {t:#?}");
+                                assert!(!t.create_dirs.contains(&host), "{argv:?}");
                             }
                             PathKind::OutputFile => {
                                 assert!(
