@@ -7,12 +7,13 @@
 //! and every variable an argument names as `env:VAR`. Nothing else of the
 //! host's environment: a container sees no stray credentials.
 //!
-//! Variables that name a file (`SBKIT_PKCS11_PIN_FILE`, `SBKIT_KEY_PASSPHRASE_FILE`)
-//! and PKCS#11 modules (`SBKIT_PKCS11_MODULE`, `module-path=` in a key URI)
-//! are mounted read-only where the tool will look for them. A module below
-//! the image's system directories (`/usr/lib/...`) is not mounted: the
-//! image's own module at that path is used (a host library would not load
-//! against the image's libraries anyway).
+//! Variables that name a file (`SBKIT_PKCS11_PIN_FILE`, `SBKIT_KEY_PASSPHRASE_FILE`,
+//! `SBKIT_PKCS11_MODULE`) are mounted read-only and rewritten to where the
+//! file is in the container; `module-path=` in a key URI is mounted at its
+//! own path (the URI itself is passed as typed). A module below the system
+//! library directories (`/usr`, `/lib`) is not mounted: the image's own
+//! module at that path is used (a host library would not load against the
+//! image's libraries anyway).
 
 use std::path::{Path, PathBuf};
 
@@ -96,15 +97,17 @@ pub fn plan(
         };
         let host = absolute(Path::new(&value), cwd);
         let inside = container_path(&host);
-        if name == crate::token::module::MODULE_ENV {
-            modules.push(host.clone());
-            // A module under the system directories keeps its path: the image's own.
-            let shown = if inside == host {
-                &host
-            } else {
-                Path::new(&value)
-            };
-            out.env.push(format!("{name}={}", shown.display()));
+        let system_library = ["/usr", "/lib", "/lib64"]
+            .iter()
+            .any(|d| host.starts_with(d));
+        if name == crate::token::module::MODULE_ENV && system_library {
+            // The image's own module at that path (a host library would not
+            // load against the image's libraries anyway).
+            out.env.push(format!("{name}={value}"));
+        } else if !host.is_file() {
+            // Not mounted (the engine would make a directory of it): the tool
+            // says it is missing, by the name the user gave.
+            out.env.push(format!("{name}={value}"));
         } else {
             out.env.push(format!("{name}={}", inside.display()));
             out.mounts.push(Mount {
@@ -177,8 +180,8 @@ mod tests {
     fn files_named_by_settings_and_uris_are_mounted_read_only() {
         let t = tempfile::tempdir().unwrap();
         // The tempdir is under /tmp, which the container keeps for itself:
-        // a PIN file there moves below /host; a module there is not the
-        // image's, and is mounted only where it keeps its path (here: no).
+        // a PIN file there moves below /host. A module under /usr/lib is
+        // the image's own: passed as named, not mounted.
         let pin = t.path().join("pin");
         std::fs::write(&pin, "1234").unwrap();
         let host = |name: &str| match name {
@@ -199,6 +202,25 @@ mod tests {
             p.mounts,
             [Mount {
                 host: pin,
+                container: inside,
+                read_only: true
+            }]
+        );
+
+        // A module elsewhere, named by the setting, is mounted and the
+        // setting rewritten like any file.
+        let module_in_tmp = t.path().join("libother-pkcs11.so");
+        std::fs::write(&module_in_tmp, b"").unwrap();
+        let named = module_in_tmp.display().to_string();
+        let host = |name: &str| (name == "SBKIT_PKCS11_MODULE").then(|| named.clone());
+        let p = plan(&[], &host, t.path());
+        let inside = container_path(&module_in_tmp);
+        assert_ne!(inside, module_in_tmp);
+        assert_eq!(p.env, [format!("SBKIT_PKCS11_MODULE={}", inside.display())]);
+        assert_eq!(
+            p.mounts,
+            [Mount {
+                host: module_in_tmp,
                 container: inside,
                 read_only: true
             }]
