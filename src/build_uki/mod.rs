@@ -764,7 +764,17 @@ pub fn render_summary(r: &BuildUkiReport) -> String {
     let _ = writeln!(
         s,
         "phases  {} ({})",
-        r.phases.paths.join(", "),
+        r.phases
+            .paths
+            .iter()
+            // The empty path is a real entry; shown so that it is seen.
+            .map(|p| if p.is_empty() {
+                "\"\" (before any phase)"
+            } else {
+                p.as_str()
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
         r.phases.reason
     );
     for e in &r.entries {
