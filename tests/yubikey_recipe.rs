@@ -131,6 +131,17 @@ impl House {
     }
 
     /// `pkcs11-tool` on `token`'s slot: SoftHSM2's module, or OpenSC's.
+    /// The objects on `token` as pkcs11-tool lists them after a login.
+    fn list_objects(&self, token: &str) -> String {
+        let list = run_ok(self.pkcs11_tool(token).args([
+            "--login",
+            "--pin",
+            self.pin(),
+            "--list-objects",
+        ]));
+        String::from_utf8_lossy(&list.stdout).into_owned()
+    }
+
     fn pkcs11_tool(&self, token: &str) -> Command {
         match &self.store {
             Store::SoftHsm(hsm) => hsm.pkcs11_tool(token),
@@ -560,13 +571,7 @@ fn two_tokens_take_one_p384_key_checked_by_independent_tools(#[case] backend: Ba
     );
     for (i, token) in house.tokens.iter().enumerate() {
         // pkcs11-tool sees the key and the certificate under ID 02.
-        let list = run_ok(house.pkcs11_tool(token).args([
-            "--login",
-            "--pin",
-            house.pin(),
-            "--list-objects",
-        ]));
-        let l = String::from_utf8_lossy(&list.stdout).into_owned();
+        let l = house.list_objects(token);
         assert!(l.contains("Private Key Object; EC"), "{l}");
         assert!(l.contains("Certificate Object"), "{l}");
         assert!(l.contains(house.object_label_line()), "{l}");
@@ -796,13 +801,7 @@ fn rsa2048_always_authenticate_then_restore_onto_a_replacement_token(#[case] bac
         .unwrap()
         .starts_with(b"age-encryption.org/v1\n"));
     for token in &house.tokens {
-        let list = run_ok(house.pkcs11_tool(token).args([
-            "--login",
-            "--pin",
-            house.pin(),
-            "--list-objects",
-        ]));
-        let l = String::from_utf8_lossy(&list.stdout).into_owned();
+        let l = house.list_objects(token);
         assert!(l.contains("Private Key Object; RSA"), "{l}");
         assert!(l.contains("always authenticate"), "{l}");
     }
