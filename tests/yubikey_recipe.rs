@@ -130,7 +130,6 @@ impl House {
             .collect()
     }
 
-    /// `pkcs11-tool` on `token`'s slot: SoftHSM2's module, or OpenSC's.
     /// The objects on `token` as pkcs11-tool lists them after a login.
     fn list_objects(&self, token: &str) -> String {
         let list = run_ok(self.pkcs11_tool(token).args([
@@ -142,6 +141,7 @@ impl House {
         String::from_utf8_lossy(&list.stdout).into_owned()
     }
 
+    /// `pkcs11-tool` on `token`'s slot: SoftHSM2's module, or OpenSC's.
     fn pkcs11_tool(&self, token: &str) -> Command {
         match &self.store {
             Store::SoftHsm(hsm) => hsm.pkcs11_tool(token),
